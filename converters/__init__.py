@@ -1,0 +1,5 @@
+"""HF safetensors -> jaxalm checkpoint converters, one name mapping per family."""
+
+from jaxalm.converters.common import ConversionError, convert
+
+__all__ = ["ConversionError", "convert"]

@@ -1,0 +1,44 @@
+"""Key/value cache for incremental decoding and shared-prefix branches.
+
+A cache is a dict pytree:
+  k, v   [L, B, T, K, D]  keys/values of every layer for T slots
+  valid  [B, T] bool      slots holding a real (non-padding) token
+  index  [] int32         the next slot to write
+New tokens are written at slots index .. index+S-1 for every batch row; rows whose prompts
+were shorter carry invalid (padding) slots, which attention skips, so right-padded batches
+and prefixes of different lengths continue correctly when position ids are given explicitly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def init_cache(num_layers: int, batch: int, max_len: int, num_kv_heads: int, head_dim: int,
+               dtype=jnp.float32) -> dict:
+  """An empty cache with `max_len` slots."""
+  shape = (num_layers, batch, max_len, num_kv_heads, head_dim)
+  return {
+      "k": jnp.zeros(shape, dtype),
+      "v": jnp.zeros(shape, dtype),
+      "valid": jnp.zeros((batch, max_len), bool),
+      "index": jnp.zeros((), jnp.int32),
+  }
+
+
+def repeat_cache(cache: dict, repeats: int) -> dict:
+  """Repeats every batch row `repeats` times (row-major: item0 x repeats, item1 x repeats)."""
+  return {
+      "k": jnp.repeat(cache["k"], repeats, axis=1),
+      "v": jnp.repeat(cache["v"], repeats, axis=1),
+      "valid": jnp.repeat(cache["valid"], repeats, axis=0),
+      "index": cache["index"],
+  }
+
+
+def write(cache_k: jax.Array, cache_v: jax.Array, k: jax.Array, v: jax.Array, index: jax.Array):
+  """Writes k, v [B, S, K, D] into one layer's cache [B, T, K, D] at slot `index`."""
+  cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, axis=1)
+  cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, axis=1)
+  return cache_k, cache_v
