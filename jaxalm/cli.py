@@ -1,4 +1,6 @@
-"""The `jaxalm` command. Each subcommand lives in `jaxalm/commands/<name>.py` and exposes
+"""jaxalm: convert, score, diagnose, patch and correct audio-language models.
+
+Each subcommand lives in `jaxalm/commands/<name>.py` and exposes
 `register(subparsers)`, which adds its parser and sets `func` (called with the parsed args,
 returning an exit code)."""
 

@@ -32,7 +32,7 @@ class Model:
   params: Any
   family: Any
 
-  @property
+  @functools.cached_property
   def forward(self) -> Callable:
     """Pure `forward(params, **inputs, capture=(), patch=None, cache=None) -> Output` with
     HF-named inputs; jit it with `static_argnames="capture"`."""
