@@ -163,6 +163,21 @@ def forward(params: dict, cfg: Qwen2AudioConfig, input_ids: jax.Array, attention
                 cache=cache)
 
 
+def media_inputs(cfg: Qwen2AudioConfig, waveform) -> tuple[dict, int]:
+  """One 16 kHz clip -> ({input_features [n_mels, F], feature_attention_mask [F]}, audio tokens)."""
+  import numpy as np
+  from jaxalm.audio import log_mel
+  feats, mask = log_mel(waveform, n_frames=cfg.audio.n_frames, n_mels=cfg.audio.num_mel_bins)
+  n_tokens = int(audio_output_lengths(np.asarray(mask).sum()))
+  return {"input_features": feats, "feature_attention_mask": mask}, n_tokens
+
+
+def collate_media(media: list[dict]) -> dict:
+  """Stacks per-clip media inputs in prompt order."""
+  import numpy as np
+  return {k: np.stack([m[k] for m in media]) for k in ("input_features", "feature_attention_mask")}
+
+
 def init_cache(cfg: Qwen2AudioConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
   """An empty kv cache for `batch` rows and `max_len` slots."""
   return decoder.init_cache(cfg.text, batch, max_len, dtype)
