@@ -44,6 +44,9 @@ _QWEN_TAIL = "<|im_end|>\n<|im_start|>assistant\n"
 LAYOUTS = {
     "qwen2_audio": Layout(head=_QWEN_SYSTEM, media_open="Audio 1: <|audio_bos|>", media_token="<|AUDIO|>",
                           media_close="<|audio_eos|>", user_text="\n{text}", tail=_QWEN_TAIL),
+    # Qwen3-VL's chat template adds no default system turn.
+    "qwen3_vl": Layout(head="<|im_start|>user\n", media_open="<|vision_start|>", media_token="<|image_pad|>",
+                       media_close="<|vision_end|>", user_text="{text}", tail=_QWEN_TAIL),
 }
 
 

@@ -7,6 +7,7 @@ from types import ModuleType
 
 FAMILIES = {
     "qwen2_audio": "jaxalm.models.qwen2_audio",
+    "qwen3_vl": "jaxalm.models.qwen3_vl",
 }
 
 

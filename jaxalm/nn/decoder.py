@@ -1,7 +1,9 @@
 """The decoder stack shared by every family: pre-RMSNorm, GQA with RoPE, SwiGLU MLP.
 
 Variants are config fields, not subclasses: Qwen2 (q/k/v biases), Llama/Mistral
-(`attention_bias=False`, explicit `head_dim`), Qwen3 (`qk_norm=True`).
+(`attention_bias=False`, explicit `head_dim`), Qwen3 (`qk_norm=True`), multimodal RoPE over
+3D positions (`mrope_section`, `mrope_interleaved`), DeepStack (Qwen3-VL: per-layer visual
+features added to the residual stream after the first layers, the `deepstack` argument).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from jaxalm.nn import kv_cache
 from jaxalm.nn.attention import attention
 from jaxalm.nn.basic import dense, rms_norm
 from jaxalm.nn.params import ParamSpec, stacked
-from jaxalm.nn.rope import apply_rope, rope_cos_sin
+from jaxalm.nn.rope import apply_rope, mrope_cos_sin, rope_cos_sin
 from jaxalm.nn.sites import LAYER_SITES, Sites, split_layer_patch
 from jaxalm.nn.stack import run_layers
 
@@ -35,6 +37,8 @@ class DecoderConfig:
   qk_norm: bool = False
   tie_word_embeddings: bool = False
   scan_layers: bool = True
+  mrope_section: tuple[int, int, int] | None = None  # (T, H, W) frequency split; 3D positions need it
+  mrope_interleaved: bool = False
 
 
 def _linear(d_in, d_out, axes, bias):
@@ -103,11 +107,11 @@ def default_positions(token_mask: jax.Array, cache: dict | None) -> jax.Array:
   return jnp.maximum(pos, 0)
 
 
-def _layer(cfg: DecoderConfig, capture, cos, sin, mask, index):
+def _layer(cfg: DecoderConfig, capture, cos, sin, mask, index, deepstack=None):
   n, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
   def fn(x, xs):
-    p, patch, cache_kv = xs
+    p, patch, cache_kv, layer = xs
     sites = Sites(capture, patch)
     b, s, _ = x.shape
     x = sites.apply("lm.resid_pre", x)
@@ -130,31 +134,45 @@ def _layer(cfg: DecoderConfig, capture, cos, sin, mask, index):
     m = p["mlp"]
     f = jax.nn.silu(dense(m["gate_proj"], h)) * dense(m["up_proj"], h)
     f = sites.apply("lm.mlp_out", dense(m["down_proj"], f))
-    x = sites.apply("lm.resid_post", x + f)
+    x = x + f
+    if deepstack is not None:
+      # HF adds DeepStack features to the output of layers 0..K-1 (before the next layer).
+      extra = jax.lax.dynamic_index_in_dim(deepstack, jnp.minimum(layer, deepstack.shape[0] - 1), keepdims=False)
+      x = x + jnp.where(layer < deepstack.shape[0], extra, jnp.zeros_like(extra)).astype(x.dtype)
+    x = sites.apply("lm.resid_post", x)
     return x, (sites.captured, cache_kv)
 
   return fn
 
 
 def decode(params: dict, cfg: DecoderConfig, embeds: jax.Array, token_mask: jax.Array,
-           positions: jax.Array, *, cache: dict | None = None, capture=(), patch=None):
+           positions: jax.Array, *, cache: dict | None = None, capture=(), patch=None,
+           deepstack: jax.Array | None = None):
   """Runs the decoder layers and the final norm.
 
   Args:
     params: the full parameter tree (uses `language_model`).
     embeds: [B, S, H] input embeddings.
     token_mask: [B, S] bool, real tokens (False for padding).
-    positions: [B, S] int position ids.
+    positions: [B, S] int position ids, or [3, B, S] (temporal, height, width) for MRoPE
+      (needs `cfg.mrope_section`).
     cache: optional kv cache (see `jaxalm.nn.kv_cache`); the S new tokens are written at
       its `index` and attend to every valid earlier slot.
     capture: site names to capture (layered ones come back stacked [L, ...]).
     patch: {site: Patch}; layered sites have values [L, B, S, H] and masks [L, B, S].
+    deepstack: optional [K, B, S, H] (K <= L), added to the residual stream after layer
+      l < K (zero rows where nothing is added); `lm.resid_post` includes it.
   Returns:
     (hidden [B, S, H] after the final norm, captures dict, updated cache or None).
   """
   lm = params["language_model"]
   b, s, _ = embeds.shape
-  cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+  if positions.ndim == 3:
+    if cfg.mrope_section is None:
+      raise ValueError("3D positions [3, B, S] need a DecoderConfig with mrope_section")
+    cos, sin = mrope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, cfg.mrope_section, cfg.mrope_interleaved)
+  else:
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
   layer_capture = tuple(c for c in capture if c in LAYER_SITES["lm"])
   layer_patch = split_layer_patch(patch, "lm")
   if cache is None:
@@ -169,8 +187,14 @@ def decode(params: dict, cfg: DecoderConfig, embeds: jax.Array, token_mask: jax.
     causal = slots[None, :] <= (index + jnp.arange(s))[:, None]
     mask = valid[:, None, :] & causal[None]
     cache_xs = (cache["k"], cache["v"])
-  fn = _layer(cfg, layer_capture, cos, sin, mask, index)
-  x, (captured, new_kv) = run_layers(fn, embeds, (lm["layers"], layer_patch, cache_xs), scan=cfg.scan_layers)
+  layer_ids = None
+  if deepstack is not None:
+    if deepstack.shape[0] > cfg.num_layers:
+      raise ValueError(f"deepstack has {deepstack.shape[0]} layers of features, the decoder {cfg.num_layers} layers")
+    layer_ids = jnp.arange(cfg.num_layers)
+  fn = _layer(cfg, layer_capture, cos, sin, mask, index, deepstack)
+  x, (captured, new_kv) = run_layers(fn, embeds, (lm["layers"], layer_patch, cache_xs, layer_ids),
+                                     scan=cfg.scan_layers)
   sites = Sites(capture, patch)
   x = sites.apply("lm.final", rms_norm(lm["norm"], x, cfg.rms_norm_eps))
   captured = {**captured, **sites.captured}

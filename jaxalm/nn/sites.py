@@ -8,15 +8,23 @@ Decoder sites, per layer (captures are stacked on a leading layer axis):
   lm.resid_pre     [L, B, S, H]  residual stream entering decoder layer l
   lm.attn_out      [L, B, S, H]  self-attention output (after o_proj), before the residual add
   lm.mlp_out       [L, B, S, H]  MLP output, before the residual add
-  lm.resid_post    [L, B, S, H]  residual stream leaving decoder layer l
+  lm.resid_post    [L, B, S, H]  residual stream leaving decoder layer l (Qwen3-VL: including
+                                 the DeepStack features added after layers l < K, so it equals
+                                 the next layer's lm.resid_pre; HF's hidden_states exclude them)
 Audio encoder sites, per layer:
   audio.resid_post [L, A, T, D]  residual stream after encoder layer l (A clips, T frames)
+Vision encoder sites (Qwen3-VL), per layer; N patches of all images, concatenated as the
+processor emits them (each 2x2 merge group contiguous), M = N / 4 merged tokens:
+  vision.resid_post [L, N, D]    residual stream after vision block l
 Single sites:
   audio.embeds     [A, T, D]     encoder input after the conv front end and positions
   audio.out        [A, T/2, D]   pooled, normed encoder output
   projector.out    [A, T/2, H]   audio features in the decoder's width
   embeds.merged    [B, S, H]     decoder input embeddings after the audio scatter
   lm.final         [B, S, H]     decoder output after the final norm
+  vision.embeds    [N, D]        patch embeddings plus interpolated learned positions
+  vision.out       [M, H]        merger output: image features in the decoder's width
+  vision.deepstack [K, M, H]     DeepStack merger outputs, one per configured vision layer
 
 A patch is `Patch(value, mask)`: `value` has the site's capture shape and `mask` is a bool
 array of that shape without the feature axis, e.g. (layer, batch, position) for a layered
@@ -33,8 +41,10 @@ import jax.numpy as jnp
 LAYER_SITES = {
     "lm": ("lm.resid_pre", "lm.attn_out", "lm.mlp_out", "lm.resid_post"),
     "audio": ("audio.resid_post",),
+    "vision": ("vision.resid_post",),
 }
-SINGLE_SITES = ("audio.embeds", "audio.out", "projector.out", "embeds.merged", "lm.final")
+SINGLE_SITES = ("audio.embeds", "audio.out", "projector.out", "embeds.merged", "lm.final",
+                "vision.embeds", "vision.out", "vision.deepstack")
 ALL_SITES = tuple(s for group in LAYER_SITES.values() for s in group) + SINGLE_SITES
 
 
