@@ -26,9 +26,11 @@ Single sites:
   vision.out       [M, H]        merger output: image features in the decoder's width
   vision.deepstack [K, M, H]     DeepStack merger outputs, one per configured vision layer
 
-A patch is `Patch(value, mask)`: `value` has the site's capture shape and `mask` is a bool
-array of that shape without the feature axis, e.g. (layer, batch, position) for a layered
-site. Where the mask is true the activation is replaced by `value`.
+A patch is `Patch(value, mask)`: `value` has the site's capture shape and `mask` has that
+shape without the feature axis, e.g. (layer, batch, position) for a layered site. A bool
+mask replaces the activation by `value` where it is true. A float mask interpolates,
+`x + mask * (value - x)`: at mask 0 the run is clean, and the gradient with respect to the
+mask is the first-order (attribution patching) estimate of patching in `value`.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ class Sites:
   def apply(self, name: str, x: jax.Array) -> jax.Array:
     if name in self.patch:
       value, mask = self.patch[name]
-      x = jnp.where(mask[..., None], value.astype(x.dtype), x)
+      if mask.dtype == jnp.bool_:
+        x = jnp.where(mask[..., None], value.astype(x.dtype), x)
+      else:
+        x = x + mask[..., None].astype(x.dtype) * (value.astype(x.dtype) - x)
     if name in self.capture:
       self.captured[name] = x
     return x
