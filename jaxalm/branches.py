@@ -118,16 +118,18 @@ class Scorer:
   def _tokens(self, text: str) -> list[int]:
     return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-  def plan(self, item: Item, waveform=None) -> _Plan:
-    """Tokenised prefixes and rows of one item (host side)."""
-    if waveform is None and any(branch_media(b)[0] != "none" for b in self.branches):
+  def plan(self, item: Item, waveform=None, branches: tuple[str, ...] | None = None) -> _Plan:
+    """Tokenised prefixes and rows of one item (host side), for `branches` (default: the
+    scorer's)."""
+    branches = self.branches if branches is None else tuple(branches)
+    if waveform is None and any(branch_media(b)[0] != "none" for b in branches):
       if item.media is None:
         raise BranchError(f"item {item.id!r} has no media file")
       waveform = self.load_media(item.media)
     family, cfg = self.model.family, self.model.config
     slots: dict[str, int] = {}
     prefix_ids, media, rows = [], [], []
-    for branch in self.branches:
+    for branch in branches:
       key, text_branch = branch_media(branch)
       if key not in slots:
         m = self._media(item, waveform, key)
@@ -152,7 +154,7 @@ class Scorer:
           raise BranchError(f"item {item.id!r}: candidate {cand!r} does not tokenise as a continuation "
                             f"of the prompt")
         rows.append((slots[key], ids, len(suffix_ids), len(ids) - len(suffix_ids)))
-    return _Plan(item, prefix_ids, media, rows, self.branches)
+    return _Plan(item, prefix_ids, media, rows, branches)
 
   def collate(self, plans: list[_Plan]) -> tuple[dict, dict, int]:
     """Pads a list of plans into the arrays of `score_rows`."""
