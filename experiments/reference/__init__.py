@@ -1,0 +1,1 @@
+"""Reproductions from the published [ARB] per-sample data (shared/reference/gacl)."""
