@@ -136,16 +136,17 @@ def test_vmap_and_jit_equal_loop():
   z_j = C.candidate_log_softmax(jnp.asarray(rng.normal(size=(8, 5)) * 3))
   z_a = C.candidate_log_softmax(jnp.asarray(rng.normal(size=(8, 5)) * 3))
   lam, tau = 1.25, 1.0
-  vz, va = jax.vmap(lambda a, b: C.gacl(a, b, lam, tau))(z_j, z_a)
-  loop = [C.gacl(z_j[i], z_a[i], lam, tau) for i in range(8)]
+  vz, va = jax.jit(jax.vmap(lambda a, b: C.gacl(a, b, lam, tau)))(z_j, z_a)
+  row = jax.jit(C.gacl)
+  loop = [row(z_j[i], z_a[i], lam, tau) for i in range(8)]
   np.testing.assert_allclose(vz, np.stack([l[0] for l in loop]), rtol=1e-6)
   np.testing.assert_allclose(va, np.array([float(l[1]) for l in loop]), rtol=1e-6)
-  jz, ja = jax.jit(C.gacl)(z_j, z_a, lam, tau)
+  jz, _ = row(z_j, z_a, lam, tau)   # the batched call itself
   np.testing.assert_allclose(jz, vz, rtol=1e-6)
   assert 0 < int((va > 0).sum()) < 8  # the example exercises both branches of the gate
   # vmap over the hyperparameters as well (what sweeps do).
   lams = jnp.array([0.5, 2.0])
-  za_grid = jax.vmap(lambda l: C.gacl(z_j, z_a, l, tau)[1])(lams)
+  za_grid = jax.jit(jax.vmap(lambda l: C.gacl(z_j, z_a, l, tau)[1]))(lams)
   np.testing.assert_allclose(za_grid[1], np.clip(4 * np.asarray(za_grid[0]), 0, 1), rtol=1e-6)
 
 
@@ -155,9 +156,10 @@ def test_decisions_invariant_to_candidate_log_softmax(method):
   raw = {b: rng.normal(size=(64, 4)) * 2 - rng.uniform(0, 30, size=(64, 1))
          for b in ("joint", "same_audio", "no_audio", "perturbed")}
   norm = {b: np.asarray(C.candidate_log_softmax(v)) for b, v in raw.items()}
+  apply = jax.jit(C.apply_method, static_argnums=0)
   for params in C.method_grid(method):
-    za, ga = C.apply_method(method, raw, params)
-    zb, gb = C.apply_method(method, norm, params)
+    za, ga = apply(method, raw, params)
+    zb, gb = apply(method, norm, params)
     np.testing.assert_array_equal(np.argmax(za, -1), np.argmax(zb, -1))
     if ga is not None:
       np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-6)
