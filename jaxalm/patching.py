@@ -194,10 +194,15 @@ def _scores(params, forward, inputs, label, max_label_len, patch=None, capture=(
 def source_values(params, forward, batch: PatchBatch, sites=SITES, max_label_len: int = 8):
   """Clean runs: source activations aligned onto target positions, per site [L, R, S, H],
   and the clean target and source row scores [R]."""
-  s_src, caps = _scores(params, forward, batch.source, batch.source_label, max_label_len, capture=sites)
-  align = jnp.asarray(batch.align)
+  return _source_values(params, batch.source, batch.source_label, batch.target, batch.target_label,
+                        jnp.asarray(batch.align), forward=forward, sites=tuple(sites), max_label_len=max_label_len)
+
+
+@functools.partial(jax.jit, static_argnames=("forward", "sites", "max_label_len"))
+def _source_values(params, source, source_label, target, target_label, align, *, forward, sites, max_label_len):
+  s_src, caps = _scores(params, forward, source, source_label, max_label_len, capture=sites)
   values = {site: jnp.take_along_axis(caps[site], align[None, :, :, None], axis=2) for site in sites}
-  s_tgt, _ = _scores(params, forward, batch.target, batch.target_label, max_label_len)
+  s_tgt, _ = _scores(params, forward, target, target_label, max_label_len)
   return values, s_tgt, s_src
 
 
@@ -231,6 +236,7 @@ def sweep(params, batch_arrays: dict, values: dict, specs: jax.Array, *, forward
   return jax.lax.map(one, specs, batch_size=chunk)
 
 
+@functools.partial(jax.jit, static_argnames=("forward", "sites", "max_label_len"))
 def attribution(params, batch_arrays: dict, values: dict, *, forward: Callable, sites=SITES, max_label_len: int = 8):
   """First-order estimate of every (site, layer, position) patch from one forward and one
   backward pass: d M_J / d alpha at alpha = 0 for x + alpha (source - x).
@@ -275,3 +281,58 @@ def attribution_by_role(grads: dict, batch: PatchBatch, sites=SITES, roles=PATCH
       per_role.append(per_row.reshape(g.shape[0], i, c).sum(-1))
     out.append(np.stack(per_role, 1))
   return np.stack(out)
+
+
+def effects(m_joint: np.ndarray, m_audio: np.ndarray, z_patched: np.ndarray, m_patched: np.ndarray,
+            specs: np.ndarray, ya: np.ndarray, n_layers: int, sites=SITES, roles=PATCH_ROLES) -> dict:
+  """Rescue rates, displacements and their alignment (science.md section 6).
+
+  Args:
+    m_joint, m_audio: [I] clean margins M_J, M_A.
+    z_patched: [K, I, C], m_patched: [K, I] patched target results for `specs` [K, 3].
+    ya: [I] index of y_a.
+  Returns:
+    dict with arrays indexed [site, layer, role]: `rescue` (share of repairable items whose
+    patched J prefers y_a; NaN without repairable items), `rho` (Spearman across items of
+    the patch displacement M_J(patched) - M_J against the branch displacement M_A - M_J),
+    plus `rho_overall` [site, role] (pooled over items and layers), `displacement`
+    [site, layer, role, I], `final_displacement` [I], `repairable` [I] bool.
+  """
+  from jaxalm import metrics
+  n_s, n_r, n_i = len(sites), len(roles), len(m_joint)
+  rep = (m_audio > 0) & (m_joint < 0)
+  prefers = np.argmax(z_patched, axis=-1) == ya[None]
+  rescue = np.full((n_s, n_layers, n_r), np.nan)
+  disp = np.full((n_s, n_layers, n_r, n_i), np.nan)
+  role_index = {ROLE_ID[r]: j for j, r in enumerate(roles)}
+  for k, (si, layer, role) in enumerate(specs):
+    j = role_index[int(role)]
+    if rep.any():
+      rescue[si, layer, j] = prefers[k][rep].mean()
+    disp[si, layer, j] = m_patched[k] - m_joint
+  final = m_audio - m_joint
+  rho = np.full((n_s, n_layers, n_r), np.nan)
+  rho_all = np.full((n_s, n_r), np.nan)
+  for si in range(n_s):
+    for j in range(n_r):
+      for layer in range(n_layers):
+        rho[si, layer, j] = metrics.spearman(disp[si, layer, j], final)
+      rho_all[si, j] = metrics.spearman(disp[si, :, j].ravel(), np.tile(final, n_layers))
+  return {"rescue": rescue, "rho": rho, "rho_overall": rho_all, "displacement": disp, "final_displacement": final,
+          "repairable": rep, "sites": list(sites), "roles": list(roles)}
+
+
+def site_table(eff: dict) -> list[dict]:
+  """[ARB] Table 2-style rows: peak rescue rate over layers per (site, role)."""
+  rows = []
+  for si, site in enumerate(eff["sites"]):
+    for j, role in enumerate(eff["roles"]):
+      r = eff["rescue"][si, :, j]
+      peak = None if np.all(np.isnan(r)) else int(np.nanargmax(r))
+      rows.append({"site": site, "role": role, "peak_rescue": None if peak is None else float(r[peak]),
+                   "peak_layer": peak, "rho_overall": _num(eff["rho_overall"][si, j])})
+  return rows
+
+
+def _num(x) -> float | None:
+  return None if x is None or not np.isfinite(x) else float(x)
