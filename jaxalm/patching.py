@@ -148,7 +148,7 @@ def build_batch(scorer, items: Sequence, target: str = "joint", source: str = "s
         labels[branch].append((len(pre) + start, n))
       media[branch].append(plan.media[slot])
   length = max(len(s) for b in seqs.values() for s in b)
-  length = -(-length // 16) * 16
+  length = -(-length // 64) * 64
   out = {}
   for branch in (target, source):
     r = len(seqs[branch])
@@ -283,14 +283,14 @@ def attribution_by_role(grads: dict, batch: PatchBatch, sites=SITES, roles=PATCH
   return np.stack(out)
 
 
-def effects(m_joint: np.ndarray, m_audio: np.ndarray, z_patched: np.ndarray, m_patched: np.ndarray,
-            specs: np.ndarray, ya: np.ndarray, n_layers: int, sites=SITES, roles=PATCH_ROLES) -> dict:
+def effects(m_joint: np.ndarray, m_audio: np.ndarray, prefers_ya: np.ndarray, m_patched: np.ndarray,
+            specs: np.ndarray, n_layers: int, sites=SITES, roles=PATCH_ROLES) -> dict:
   """Rescue rates, displacements and their alignment (science.md section 6).
 
   Args:
     m_joint, m_audio: [I] clean margins M_J, M_A.
-    z_patched: [K, I, C], m_patched: [K, I] patched target results for `specs` [K, 3].
-    ya: [I] index of y_a.
+    prefers_ya: [K, I] bool, the patched target's argmax is y_a; m_patched: [K, I] patched
+      margins; both for `specs` [K, 3].
   Returns:
     dict with arrays indexed [site, layer, role]: `rescue` (share of repairable items whose
     patched J prefers y_a; NaN without repairable items), `rho` (Spearman across items of
@@ -301,7 +301,7 @@ def effects(m_joint: np.ndarray, m_audio: np.ndarray, z_patched: np.ndarray, m_p
   from jaxalm import metrics
   n_s, n_r, n_i = len(sites), len(roles), len(m_joint)
   rep = (m_audio > 0) & (m_joint < 0)
-  prefers = np.argmax(z_patched, axis=-1) == ya[None]
+  prefers = np.asarray(prefers_ya, bool)
   rescue = np.full((n_s, n_layers, n_r), np.nan)
   disp = np.full((n_s, n_layers, n_r, n_i), np.nan)
   role_index = {ROLE_ID[r]: j for j, r in enumerate(roles)}

@@ -146,9 +146,7 @@ def test_effects_and_site_table():
   m_a = np.array([1.0, 2.0, 1.0, -1.0])  # items 0 and 1 are repairable
   specs = np.array([[0, 0, patching.ROLE_ID["answer"]], [0, 1, patching.ROLE_ID["answer"]]])
   m_p = np.array([[0.5, -1.0, 0.5, -0.4], [0.9, 1.5, 0.6, -0.6]])
-  z_p = np.stack([np.stack([m_p[k] / 2, -m_p[k] / 2], -1) for k in range(2)])
-  eff = patching.effects(m_j, m_a, z_p, m_p, specs, np.zeros(4, int), n_layers=2, sites=("lm.resid_post",),
-                         roles=("answer",))
+  eff = patching.effects(m_j, m_a, m_p > 0, m_p, specs, n_layers=2, sites=("lm.resid_post",), roles=("answer",))
   assert eff["rescue"][0, 0, 0] == 0.5 and eff["rescue"][0, 1, 0] == 1.0
   np.testing.assert_allclose(eff["displacement"][0, 1, 0], m_p[1] - m_j)
   table = patching.site_table(eff)
