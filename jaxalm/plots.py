@@ -59,12 +59,16 @@ def frontier_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     budget: optional selection budget, drawn as a vertical line.
   """
   fig, ax = _figure(5.5, 4.0)
-  colors = {}
-  for method, (b, g) in curves.items():
-    line, = ax.step(b, g, where="post", label=method)
+  colors, right, left = {}, 0.0, 0.0
+  for i, (method, (b, g)) in enumerate(curves.items()):
+    line, = ax.step(b, g, where="post", label=method, lw=max(0.8, 2.6 - 0.45 * i))  # overlaps stay visible
     colors[method] = line.get_color()
+    right = max(right, float(np.max(b, initial=0.0)))
   for method, (d, g) in (points or {}).items():
     ax.scatter(d, g, s=8, alpha=0.4, color=colors.get(method))
+    left = min(left, float(np.nanmin(d, initial=0.0)))
+  if curves:
+    ax.set_xlim(left - 0.5, right + 0.5)
   if budget is not None:
     ax.axvline(budget, color="0.5", ls="--", lw=0.8)
   if not curves:

@@ -36,23 +36,27 @@ def bench(tiny, tmp_path_factory):
     soundfile.write(root / f"clip{i}.wav", tiny_hf.make_audio(1.0, seed=i), SR)
   soundfile.write(root / "short.wav", tiny_hf.make_audio(0.3, seed=9), SR)
   (root / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+  (root / "corrupt.wav").write_bytes(b"RIFF0000WAVEjunk")
   ev = {"adversarial": "The caption says a dog barks.", "faithful": "The caption says no dog barks."}
   mcr = [{"id": f"aqa_{i}", "audio": f"clip{i}.wav", "question": "Does a dog bark?", "candidates": ["yes", "no"],
-          "answer": "no", "text_answer": "yes", "evidence": ev, "task": "aqa"} for i in range(4)]
+          "answer": ("no", "yes")[i % 2], "text_answer": ("yes", "no")[i % 2], "evidence": ev, "task": "aqa"}
+         for i in range(4)]
   mcr.insert(2, {"id": "bad_answer", "audio": "clip0.wav", "question": "Does a dog bark?",
                  "candidates": ["yes", "no"], "answer": "maybe", "evidence": ev})
+  mcr.insert(4, {"id": "corrupt_audio", "audio": "corrupt.wav", "question": "Does a dog bark?",
+                 "candidates": ["yes", "no"], "answer": "no", "evidence": ev})
   mcr.append({"id": "no_audio_file", "audio": "missing.wav", "question": "Does a dog bark?",
               "candidates": ["yes", "no"], "answer": "no", "evidence": ev})
   alme = [{"id": f"alme_{i}", "audio": f"clip{i}.wav", "question": "Which word is spoken?",
            "option_a": "river", "option_b": "window", "answer": "AB"[i % 2],
            "claim": "The speaker says window.", "ref_text": "The speaker says river.",
            "split": ("dev", "test")[i // 2]} for i in range(4)]
+  del alme[3]["ref_text"]  # adversarial only: batched with items that also have a faithful line
   mc2 = [{"idx": f"mc2_{i}", "image_path": "pic.png", "question": "What color is the car?",
           "answer_vision": "red", "answer_text": "blue", "context": "The car is blue.", "context_mode": "conflict"}
          for i in range(2)]
-  mmau = [{"id": f"mmau_{i}", "audio_id": f"clip{i}.wav", "question": "What is heard?",
-           "choices": ["speech", "music", "noise"], "answer": ("speech", "music")[i % 2], "task": "sound"}
-          for i in range(2)]
+  mmau = [{"id": "mmau_0", "audio_id": "clip0.wav", "question": "What is heard?",
+           "choices": ["speech", "music", "noise"], "answer": "music", "task": "sound"}]
   mmau.append({"id": "mmau_short", "audio_id": "short.wav", "question": "What is heard?",
                "choices": ["speech", "music", "noise"], "answer": "noise", "task": "sound"})
   mmau.append({"id": "mmau_bad", "audio_id": "clip0.wav", "question": "What is heard?", "choices": ["speech"],
@@ -84,7 +88,8 @@ def test_arbitration_writes_every_file(mcr_run):
       (f"aqa_{i}", c) for i in range(4) for c in ("adversarial", "faithful"))
   for l in lines:
     assert set(l["scores"]) == {"joint", "same_audio", "no_audio", "perturbed"}
-    assert l["y_t"] == ("yes" if l["condition"] == "adversarial" else "no")
+    assert l["y_a"] == ("no", "yes")[int(l["id"][-1]) % 2]
+    assert l["y_t"] == (l["y_a"] if l["condition"] == "faithful" else {"yes": "no", "no": "yes"}[l["y_a"]])
     assert all(np.isfinite(v).all() and max(v) < 0 for v in l["scores"].values())
   by = {(l["id"], l["condition"]): l["scores"] for l in lines}
   for i in range(4):  # the two lines share the evidence-free branches, differ in the evidence ones
@@ -97,8 +102,9 @@ def test_arbitration_writes_every_file(mcr_run):
 
 def test_malformed_rows_are_skipped_and_listed(mcr_run):
   skipped = {s["id"]: s["reason"] for s in json.loads((mcr_run / "summary.json").read_text())["skipped"]}
-  assert set(skipped) == {"bad_answer", "no_audio_file"}
+  assert set(skipped) == {"bad_answer", "corrupt_audio", "no_audio_file"}
   assert "'maybe' is not among candidates" in skipped["bad_answer"]
+  assert "cannot read audio file" in skipped["corrupt_audio"]
   assert "media file not found" in skipped["no_audio_file"]
 
 
@@ -168,13 +174,14 @@ def test_alme_uses_item_splits_and_letters(bench):
   out = bench["root"] / "arb_alme"
   assert _arbitration(bench, bench["alme"], out, "--batch-size", "4", "--branches", "joint,faithful,same_audio,no_audio") == 0
   lines = _lines(out / "scores.jsonl")
-  assert len(lines) == 8
+  assert sorted((l["id"], l["condition"]) for l in lines) == sorted(
+      [(f"alme_{i}", "adversarial") for i in range(4)] + [(f"alme_{i}", "faithful") for i in range(3)])
   for l in lines:
     assert l["candidates"] == ["A", "B"] and set(l["scores"]) == {"joint", "same_audio", "no_audio"}
     assert l["split"] == ("dev", "test")[int(l["id"][-1]) // 2]
   summary = json.loads((out / "summary.json").read_text())
   assert "acd" not in summary["selection"] and "aad" in summary["selection"]
-  assert summary["selection"]["split"] == {"field": "split", "dev": "dev", "test": "test", "n_dev": 4, "n_test": 4}
+  assert summary["selection"]["split"] == {"field": "split", "dev": "dev", "test": "test", "n_dev": 4, "n_test": 3}
   for name in ("margins.png", "frontier.png"):
     assert (out / name).stat().st_size > 0
 
@@ -192,11 +199,11 @@ def test_vision_items_with_an_audio_model_are_skipped(bench, capsys):
 def test_text_prior(bench):
   out = bench["root"] / "tp"
   assert main(["text-prior", "--model", bench["model"], "--data", str(bench["mmau"]), "--out", str(out),
-               "--batch-size", "3", "--no-progress"]) == 0
+               "--batch-size", "2", "--no-progress"]) == 0
   for name in ("results.jsonl", "summary.json", "decomposition.png", "retention.png"):
     assert (out / name).stat().st_size > 0, name
   recs = {r["id"]: r for r in _lines(out / "results.jsonl")}
-  assert set(recs) == {"mmau_0", "mmau_1", "mmau_short"}
+  assert set(recs) == {"mmau_0", "mmau_short"}
   frags = [f"frag{n}_{k}" for n in (2, 3, 4, 5) for k in range(1, n + 1)]
   for rid, r in recs.items():
     short = rid == "mmau_short"
@@ -213,7 +220,7 @@ def test_text_prior(bench):
   cats = metrics.tp_categories(full, none, fr, short)
   assert [recs[i]["category"] for i in sorted(recs)] == cats.tolist()
   summary = json.loads((out / "summary.json").read_text())
-  assert summary["n_items"] == 3 and summary["n_too_short_audio"] == 1
+  assert summary["n_items"] == 2 and summary["n_too_short_audio"] == 1
   assert [s["id"] for s in summary["skipped"]] == ["mmau_bad"]
   assert summary["accuracy"]["full"] == pytest.approx(100 * full.mean())
   r_tp = metrics.text_prior_rate(full, none)
@@ -223,7 +230,7 @@ def test_text_prior(bench):
       n: (None if np.isnan(v) else pytest.approx(v)) for n, v in ret.items()}
   dec = metrics.tp_decomposition(cats)
   assert {c: v["n"] for c, v in summary["decomposition"].items()} == {c: v["n"] for c, v in dec.items()}
-  assert sum(v["n"] for v in summary["decomposition"].values()) == 3
+  assert sum(v["n"] for v in summary["decomposition"].values()) == 2
 
   # Resume: a complete file is not rescored; a torn tail is dropped on reopening.
   assert main(["text-prior", "--model", bench["model"], "--data", str(bench["mmau"]), "--out", str(out),

@@ -92,7 +92,7 @@ def item_branches(item: Item, requested: Sequence[str]) -> tuple[str, ...]:
   return tuple(out)
 
 
-def assign_splits(items: Sequence[Item], seed: int = 0, dev_fraction: float = 0.5) -> dict[str, str]:
+def split_by_id(items: Sequence[Item], seed: int = 0, dev_fraction: float = 0.5) -> dict[str, str]:
   """id -> split: the item's `split` where set, else a seeded dev/test split of the remaining ids.
 
   The unassigned ids are sorted, permuted with `numpy.random.default_rng(seed)`, and the
@@ -305,7 +305,7 @@ def run_arbitration(model, data: str | Path, out: str | Path, *, format: str | N
                              f"evidence (has {sorted(it.evidence) or 'none'})"))
       continue
     items.append(it)
-  splits = assign_splits(items, seed, dev_fraction)
+  splits = split_by_id(items, seed, dev_fraction)
   load_media = load_media or getattr(model.family, "load_media", None)
   scorers: dict[tuple[str, ...], Scorer] = {}
 
