@@ -170,6 +170,16 @@ def test_resume_after_a_kill(bench, mcr_run):
   assert (out / "scores.jsonl").read_bytes() == whole
 
 
+def test_resuming_another_models_scores_is_refused(bench, mcr_run, capsys):
+  out = bench["root"] / "arb_other"
+  out.mkdir()
+  line = _lines(mcr_run / "scores.jsonl")[0]
+  _jsonl(out / "scores.jsonl", [{**line, "model": "another-model"}])
+  assert _arbitration(bench, bench["mcr"], out) == 2
+  assert "holds scores of model(s) ['another-model']" in capsys.readouterr().err
+  assert _lines(out / "scores.jsonl") == [{**line, "model": "another-model"}]
+
+
 def test_alme_uses_item_splits_and_letters(bench):
   out = bench["root"] / "arb_alme"
   assert _arbitration(bench, bench["alme"], out, "--batch-size", "4", "--branches", "joint,faithful,same_audio,no_audio") == 0

@@ -256,6 +256,18 @@ def plot(out_dir: Path, arrays, frontier: dict, budget: float) -> dict[str, str]
   return {"margins": MARGINS_PNG, "frontier": FRONTIER_PNG}
 
 
+def check_resumable(scores_path: Path, model_name: str) -> None:
+  """Raises ValueError if an existing score file holds another model's scores."""
+  from jaxalm.scorefile import completed_ids, read_scorefile
+  if not scores_path.exists():
+    return
+  completed_ids(scores_path)  # drops a torn last line
+  others = sorted({str(it.extra.get("model")) for it in read_scorefile(scores_path)} - {model_name})
+  if others:
+    raise ValueError(f"{scores_path} holds scores of model(s) {others}, not {model_name!r}; "
+                     f"write to another output directory")
+
+
 def run_arbitration(model, data: str | Path, out: str | Path, *, format: str | None = None,
                     branches: Sequence[str] | None = None, batch_size: int = 4, snr_db: float = 0.0,
                     budget: float = 5.0, n_bootstrap: int = 1000, seed: int = 0, dev_fraction: float = 0.5,
@@ -319,19 +331,24 @@ def run_arbitration(model, data: str | Path, out: str | Path, *, format: str | N
 
   scores_path = out / SCORES
   name = Path(str(model.path)).name
+  check_resumable(scores_path, name)
   with ScoreFileWriter(scores_path) as writer:
-    done = writer.completed
+    done = set(writer.completed)
     todo = [it for it in items if any((it.id, c) not in done for c, _, _ in conditions(it, requested))]
     bar = progress(len(todo), "arbitration", show_progress)
     n_scored = 0
     try:
+      n_skipped = len(skipped)
       for batch in score_batches(plan, todo, scorer_for(("same_audio",)), batch_size, skipped):
         n_scored += len(batch)
         for it, _, scores in batch:
           for line in score_lines(it, scores, requested, splits[it.id], name):
-            if (line["id"], line["condition"]) not in writer.completed:
+            if (line["id"], line["condition"]) not in done:
               writer.write(line)
-        bar.update(len(batch))
+              done.add((line["id"], line["condition"]))
+        bar.update(len(batch) + len(skipped) - n_skipped)
+        n_skipped = len(skipped)
+      bar.update(len(skipped) - n_skipped)
     finally:
       bar.close()
 

@@ -6,7 +6,7 @@ An item whose audio is too short to split is scored on Full and None only and fl
 `too_short` (science.md: its own category when it is audio-needed).
 
 OUT/results.jsonl, one line per item, written as it goes (resumable):
-  id, task, benchmark, candidates, answer, too_short (bool),
+  id, model (checkpoint directory name), task, benchmark, candidates, answer, too_short (bool),
   scores {branch: [C] raw candidate log-probs}, pred {branch: candidate},
   correct {branch: bool}, category (TS, FS, XS, AH, UN or too_short).
 OUT/summary.json: accuracies, R_TP, R_N, the decomposition and XS / (FS + XS), overall
@@ -124,16 +124,24 @@ def run_text_prior(model, data: str | Path, out: str | Path, *, format: str | No
     return short.plan(it, media), True
 
   results_path = out / RESULTS
+  name = Path(str(model.path)).name
   n_scored = 0
   with JsonlWriter(results_path) as writer:
+    others = sorted({str(r.get("model")) for r in writer.records.values()} - {name})
+    if others:
+      raise ValueError(f"{results_path} holds results of model(s) {others}, not {name!r}; "
+                       f"write to another output directory")
     todo = [it for it in items if it.id not in writer.records]
     bar = progress(len(todo), "text-prior", show_progress)
     try:
+      n_skipped = len(skipped)
       for batch in score_batches(plan, todo, full, batch_size, skipped):
         for it, too_short, scores in batch:
-          writer.write(item_record(it, scores, too_short, fragment_ns))
+          writer.write({**item_record(it, scores, too_short, fragment_ns), "model": name})
         n_scored += len(batch)
-        bar.update(len(batch))
+        bar.update(len(batch) + len(skipped) - n_skipped)
+        n_skipped = len(skipped)
+      bar.update(len(skipped) - n_skipped)
     finally:
       bar.close()
 
