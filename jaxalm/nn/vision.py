@@ -132,7 +132,7 @@ def patch_geometry(grid_thw: jax.Array, n_patches: int, merge: int) -> dict[str,
   ends = jnp.cumsum(counts)
   starts = ends - counts
   i = jnp.arange(n_patches, dtype=jnp.int32)
-  image = jnp.searchsorted(ends, i, side="right")
+  image = jnp.sum(i[:, None] >= ends[None, :], axis=1, dtype=jnp.int32)
   valid = image < grid.shape[0]
   image = jnp.minimum(image, grid.shape[0] - 1)
   h, w = grid[image, 1], grid[image, 2]
@@ -205,11 +205,15 @@ def merge(p: dict, cfg: VisionConfig, x: jax.Array, postshuffle_norm: bool) -> j
 
 
 def _layer(cfg: VisionConfig, capture, cos, sin, mask):
-  def fn(x, xs):
-    p, patch = xs
+  def fn(carry, xs):
+    x, taps = carry
+    p, patch, slot = xs
     sites = Sites(capture, patch)
     x = sites.apply("vision.resid_post", block(p, cfg, x, cos, sin, mask))
-    return x, sites.captured
+    # Keep the stream after DeepStack layers: slot k >= 0 for the k-th of them, else -1.
+    k = jnp.maximum(slot, 0)
+    kept = jnp.where(slot >= 0, x, jax.lax.dynamic_index_in_dim(taps, k, keepdims=False))
+    return (x, jax.lax.dynamic_update_index_in_dim(taps, kept, k, 0)), sites.captured
 
   return fn
 
@@ -241,20 +245,16 @@ def encode(params: dict, cfg: VisionConfig, pixel_values: jax.Array, grid_thw: j
   cos, sin = rotary_cos_sin(cfg, geometry)
   mask = geometry["segment"][:, None] == geometry["segment"][None, :]
   fn = _layer(cfg, tuple(c for c in capture if c in LAYER_SITES["vision"]), cos, sin, mask)
-  layer_patch = split_layer_patch(patch, "vision")
-  # The blocks run in segments ending at each DeepStack layer, to read the stream there.
-  hidden_after, captured, start = {}, [], 0
-  for stop in sorted({layer + 1 for layer in cfg.deepstack_layers} | {cfg.num_layers}):
-    xs = jax.tree.map(lambda a: a[start:stop], (params["layers"], layer_patch))
-    x, ys = run_layers(fn, x, xs, scan=cfg.scan_layers)
-    captured.append(ys)
-    hidden_after[stop - 1], start = x, stop
+  tapped = sorted(cfg.deepstack_layers)
+  slots = jnp.array([tapped.index(i) if i in tapped else -1 for i in range(cfg.num_layers)], jnp.int32)
+  taps = jnp.zeros((max(len(tapped), 1), *x.shape), x.dtype)
+  (x, taps), layer_captures = run_layers(fn, (x, taps), (params["layers"], split_layer_patch(patch, "vision"), slots),
+                                         scan=cfg.scan_layers)
   merged = merge(params["merger"], cfg, x, postshuffle_norm=False)
   # In layer order, each through the merger at its index in the config (as HF).
-  features = [merge(params["deepstack_merger_list"][str(cfg.deepstack_layers.index(layer))], cfg,
-                    hidden_after[layer], postshuffle_norm=True) for layer in sorted(set(cfg.deepstack_layers))]
+  features = [merge(params["deepstack_merger_list"][str(cfg.deepstack_layers.index(layer))], cfg, taps[k],
+                    postshuffle_norm=True) for k, layer in enumerate(tapped)]
   features = jnp.stack(features) if features else jnp.zeros((0, *merged.shape), merged.dtype)
   merged = sites.apply("vision.out", merged)
   features = sites.apply("vision.deepstack", features)
-  layer_captures = jax.tree.map(lambda *a: jnp.concatenate(a), *captured)
   return merged, features, {**layer_captures, **sites.captured}
