@@ -89,7 +89,8 @@ def decomposition_bar(shares: Mapping[str, float], path, counts: Mapping[str, in
   fig, ax = _figure()
   names = list(shares)
   vals = [0.0 if shares[k] is None else float(shares[k]) for k in names]
-  bars = ax.bar(names, vals, color=["tab:gray", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:olive"][:len(names)])
+  palette = ["tab:gray", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:olive"]
+  bars = ax.bar(names, vals, color=[palette[i % len(palette)] for i in range(len(names))])
   if counts is not None:
     for bar, k in zip(bars, names):
       ax.annotate(str(counts.get(k, 0)), (bar.get_x() + bar.get_width() / 2, bar.get_height()),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +181,8 @@ def test_resuming_another_models_scores_is_refused(bench, mcr_run, capsys):
 
 def test_alme_uses_item_splits_and_letters(bench):
   out = bench["root"] / "arb_alme"
-  assert _arbitration(bench, bench["alme"], out, "--batch-size", "4", "--branches", "joint,faithful,same_audio,no_audio") == 0
+  branches = "joint,faithful,same_audio,no_audio"
+  assert _arbitration(bench, bench["alme"], out, "--batch-size", "4", "--branches", branches) == 0
   lines = _lines(out / "scores.jsonl")
   assert sorted((l["id"], l["condition"]) for l in lines) == sorted(
       [(f"alme_{i}", "adversarial") for i in range(4)] + [(f"alme_{i}", "faithful") for i in range(3)])

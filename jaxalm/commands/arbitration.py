@@ -16,7 +16,8 @@ def _branch_list(text: str) -> list[str]:
 
 def register(subparsers) -> None:
   from jaxalm.studies.arbitration import CORE_BRANCHES, OPTIONAL_BRANCHES
-  p = subparsers.add_parser("arbitration", help="score conflict items and report arbitration diagnostics and corrections")
+  p = subparsers.add_parser("arbitration",
+                            help="score conflict items and report arbitration diagnostics and corrections")
   p.add_argument("--model", required=True, help="converted jaxalm checkpoint directory")
   p.add_argument("--data", required=True, help="benchmark file (.jsonl, .json or .csv)")
   p.add_argument("--out", required=True, help="output directory (created; an existing scores.jsonl is resumed)")
@@ -27,7 +28,8 @@ def register(subparsers) -> None:
   p.add_argument("--batch-size", type=int, default=4, help="items per compiled call (default 4)")
   p.add_argument("--snr-db", type=float, default=0.0, help="SNR of the perturbed-audio branch in dB (default 0)")
   p.add_argument("--budget", type=float, default=5.0, help="faithful-drop budget in pp for the selection (default 5)")
-  p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws of the confidence intervals (default 1000)")
+  p.add_argument("--bootstrap", type=int, default=1000,
+                 help="bootstrap draws of the confidence intervals (default 1000)")
   p.add_argument("--seed", type=int, default=0, help="seed of the dev/test split and of the bootstrap (default 0)")
   p.add_argument("--dev-fraction", type=float, default=0.5,
                  help="share of items without a split field put in dev (default 0.5)")
@@ -72,13 +74,16 @@ def run(args) -> int:
   print(f"{c['n_items']} items ({c['n_adversarial']} adversarial, {c['n_faithful']} faithful lines), "
         f"{len(summary['skipped'])} skipped")
   print(f"joint: conflict {_pct(d['conflict_acc'])}, faithful {_pct(d['faithful_acc'])}, text-follow "
-        f"{_pct(d['text_follow'])}, audio reference {_pct(d['audio_ref_acc'])}, repairable {_pct(d['repairable_rate'])}")
+        f"{_pct(d['text_follow'])}, audio reference {_pct(d['audio_ref_acc'])}, "
+        f"repairable {_pct(d['repairable_rate'])}")
   sel = summary["selection"]
   for m in ("gacl", "aad", "acd"):
     if m in sel:
-      print(f"{m}@{args.budget:g}pp (test): conflict {_pct(sel[m]['conflict_acc'])}, faithful {_pct(sel[m]['faithful_acc'])}")
+      print(f"{m}@{args.budget:g}pp (test): conflict {_pct(sel[m]['conflict_acc'])}, "
+            f"faithful {_pct(sel[m]['faithful_acc'])}")
   for m, v in summary["nauc"].get("methods", {}).items():
-    print(f"{m}: " + ", ".join(f"{k} {_pct(x['value'])} [{_pct(x['ci'][0])}, {_pct(x['ci'][1])}]" for k, x in v.items()))
+    print(f"{m}: " + ", ".join(f"{k} {_pct(x['value'])} [{_pct(x['ci'][0])}, {_pct(x['ci'][1])}]"
+                               for k, x in v.items()))
   print(f"wrote {args.out}")
   return 0
 

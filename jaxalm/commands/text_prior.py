@@ -42,7 +42,8 @@ def run(args) -> int:
     print(f"jaxalm text-prior: error: {summary['error']}", file=sys.stderr)
     return 1
   d = summary["decomposition"]
-  print(f"{summary['n_items']} items ({summary['n_too_short_audio']} too short to split), {len(summary['skipped'])} skipped")
+  print(f"{summary['n_items']} items ({summary['n_too_short_audio']} too short to split), "
+        f"{len(summary['skipped'])} skipped")
   print(f"R_TP {_pct(summary['R_TP'])}; " + ", ".join(f"R_{n} {_pct(v)}" for n, v in summary["R_N"].items()))
   print(", ".join(f"{c} {_pct(v['share'])}" for c, v in d.items()) + f"; XS/(FS+XS) {_pct(summary['XS_over_FS_XS'])}")
   print(f"wrote {args.out}")

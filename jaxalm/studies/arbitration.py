@@ -28,8 +28,8 @@ import numpy as np
 from jaxalm import branches as branches_mod
 from jaxalm.branches import Scorer
 from jaxalm.data import Item, read_items
-from jaxalm.studies.common import (finite, load_model, model_modality, progress, score_batches, skipped_list,
-                                   write_json)
+from jaxalm.studies.common import (finite, load_model, modality_problem, model_modality, progress, score_batches,
+                                   skipped_list, write_json)
 
 PERTURBED_FAITHFUL = "perturbed_faithful"
 # The faithful line's ACD reference: perturbed audio with the faithful evidence.
@@ -304,11 +304,10 @@ def run_arbitration(model, data: str | Path, out: str | Path, *, format: str | N
   requested = check_branches(branches or default_branches(model))
   read = read_items(data, format, on_error="skip", media_root=media_root, mode=mode)
   skipped: list = list(read.skipped)
-  modality = model_modality(model)
   items = []
   for it in read.items:
-    if it.modality != modality:
-      skipped.append((it.id, f"{it.modality} item, but the model ({model.hf_config.get('model_type')}) takes {modality}"))
+    if (problem := modality_problem(it, model)) is not None:
+      skipped.append((it.id, problem))
       continue
     if "adversarial" in it.evidence and it.text_answer is None:
       skipped.append((it.id, "adversarial evidence without a text_answer (y_t): no adversarial line"))

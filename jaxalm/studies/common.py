@@ -39,6 +39,14 @@ def model_modality(model) -> str:
   return "image" if "vision_config" in model.hf_config and "audio_config" not in model.hf_config else "audio"
 
 
+def modality_problem(item: Item, model) -> str | None:
+  """Why the model cannot take an item's media, or None."""
+  modality = model_modality(model)
+  if item.modality == modality:
+    return None
+  return f"{item.modality} item, but the model ({model.hf_config.get('model_type')}) takes {modality}"
+
+
 def progress(total: int, desc: str, enabled: bool = True):
   """A tqdm bar on stderr."""
   from tqdm.auto import tqdm

@@ -24,11 +24,12 @@ import numpy as np
 from jaxalm.audio import AudioTooShortError
 from jaxalm.branches import FRAGMENT_NS, BranchError, Scorer, fragment_branches
 from jaxalm.data import Item, read_items
-from jaxalm.studies.common import (JsonlWriter, finite, load_model, model_modality, progress, read_jsonl,
+from jaxalm.studies.common import (JsonlWriter, finite, load_model, modality_problem, progress, read_jsonl,
                                    score_batches, skipped_list, write_json)
 
 FULL, NONE = "same_audio", "no_audio"
-RESULTS, SUMMARY, DECOMPOSITION_PNG, RETENTION_PNG = "results.jsonl", "summary.json", "decomposition.png", "retention.png"
+RESULTS, SUMMARY = "results.jsonl", "summary.json"
+DECOMPOSITION_PNG, RETENTION_PNG = "decomposition.png", "retention.png"
 
 
 def _too_short(e: BaseException) -> bool:
@@ -64,6 +65,7 @@ def decompose(records: Sequence[dict], ns: Sequence[int] = FRAGMENT_NS) -> dict:
   frags = {n: np.array([[r["correct"].get(f"frag{n}_{k}", False) for k in range(1, n + 1)] for r in records],
                        bool).reshape(len(records), n) for n in ns}
   cats = metrics.tp_categories(full, none, frags, short)
+  decomposition = metrics.tp_decomposition(cats)
   keep = ~short
   acc_frag = {f"frag{n}_{k}": finite(metrics.percent(frags[n][:, k - 1], keep)) for n in ns for k in range(1, n + 1)}
   return {
@@ -72,7 +74,7 @@ def decompose(records: Sequence[dict], ns: Sequence[int] = FRAGMENT_NS) -> dict:
                    "full_splittable": finite(metrics.percent(full, keep)), "fragments": acc_frag},
       "R_TP": finite(metrics.text_prior_rate(full, none)),
       "R_N": {str(n): finite(v) for n, v in metrics.retention(full, frags, short).items()},
-      "decomposition": {c: {"n": d["n"], "share": finite(d["share"])} for c, d in metrics.tp_decomposition(cats).items()},
+      "decomposition": {c: {"n": d["n"], "share": finite(d["share"])} for c, d in decomposition.items()},
       "XS_over_FS_XS": finite(metrics.cross_segment_share(cats)),
   }
 
@@ -103,11 +105,10 @@ def run_text_prior(model, data: str | Path, out: str | Path, *, format: str | No
   out.mkdir(parents=True, exist_ok=True)
   read = read_items(data, format, on_error="skip", media_root=media_root)
   skipped: list = list(read.skipped)
-  modality = model_modality(model)
   items = []
   for it in read.items:
-    if it.modality != modality:
-      skipped.append((it.id, f"{it.modality} item, but the model ({model.hf_config.get('model_type')}) takes {modality}"))
+    if (problem := modality_problem(it, model)) is not None:
+      skipped.append((it.id, problem))
     else:
       items.append(it)
   load_media = load_media or getattr(model.family, "load_media", None)
