@@ -299,7 +299,7 @@ def test_block_parity(models):
   def decoder_layer(q, h, pos3):
     cos3, sin3 = mrope_cos_sin(pos3, tcfg.head_dim, tcfg.rope_theta, tcfg.mrope_section, True)
     fn = decoder._layer(tcfg, (), cos3, sin3, jnp.asarray(allowed), jnp.zeros((), jnp.int32))
-    return fn(h, (q, {}, None, None))[0], cos3, sin3
+    return fn(h, (q, {}, None))[0], cos3, sin3
 
   layer = jax.tree.map(lambda a: a[1], model.params["language_model"]["layers"])
   got_layer, cos3, sin3 = decoder_layer(layer, jnp.asarray(h), jnp.asarray(pos3))

@@ -111,7 +111,7 @@ def _layer(cfg: DecoderConfig, capture, cos, sin, mask, index, deepstack=None):
   n, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
 
   def fn(x, xs):
-    p, patch, cache_kv, layer = xs
+    p, patch, cache_kv = xs[:3]  # + the layer index when `deepstack` is given
     sites = Sites(capture, patch)
     b, s, _ = x.shape
     x = sites.apply("lm.resid_pre", x)
@@ -137,6 +137,7 @@ def _layer(cfg: DecoderConfig, capture, cos, sin, mask, index, deepstack=None):
     x = x + f
     if deepstack is not None:
       # HF adds DeepStack features to the output of layers 0..K-1 (before the next layer).
+      layer = xs[3]
       extra = jax.lax.dynamic_index_in_dim(deepstack, jnp.minimum(layer, deepstack.shape[0] - 1), keepdims=False)
       x = x + jnp.where(layer < deepstack.shape[0], extra, jnp.zeros_like(extra)).astype(x.dtype)
     x = sites.apply("lm.resid_post", x)
@@ -187,14 +188,13 @@ def decode(params: dict, cfg: DecoderConfig, embeds: jax.Array, token_mask: jax.
     causal = slots[None, :] <= (index + jnp.arange(s))[:, None]
     mask = valid[:, None, :] & causal[None]
     cache_xs = (cache["k"], cache["v"])
-  layer_ids = None
+  xs = (lm["layers"], layer_patch, cache_xs)
   if deepstack is not None:
     if deepstack.shape[0] > cfg.num_layers:
       raise ValueError(f"deepstack has {deepstack.shape[0]} layers of features, the decoder {cfg.num_layers} layers")
-    layer_ids = jnp.arange(cfg.num_layers)
+    xs = xs + (jnp.arange(cfg.num_layers),)
   fn = _layer(cfg, layer_capture, cos, sin, mask, index, deepstack)
-  x, (captured, new_kv) = run_layers(fn, embeds, (lm["layers"], layer_patch, cache_xs, layer_ids),
-                                     scan=cfg.scan_layers)
+  x, (captured, new_kv) = run_layers(fn, embeds, xs, scan=cfg.scan_layers)
   sites = Sites(capture, patch)
   x = sites.apply("lm.final", rms_norm(lm["norm"], x, cfg.rms_norm_eps))
   captured = {**captured, **sites.captured}
