@@ -366,7 +366,7 @@ def test_mrope_contiguous_matches_qwen2_vl():
 # ----------------------------------------------------------------------------- conversion, configs
 
 
-def test_conversion_errors(models, tmp_path):
+def test_conversion_and_input_errors(models, tmp_path):
   from safetensors.numpy import load_file, save_file
 
   _, _, src = models("gqa")
@@ -384,6 +384,11 @@ def test_conversion_errors(models, tmp_path):
   save_file(sd, bad / "model.safetensors", metadata={"format": "pt"})
   with pytest.raises(ConversionError, match=r"visual/layers/attn/qkv/bias \(layers \[2\]\)"):
     convert(bad, tmp_path / "out")
+  _, model, _ = models("gqa")
+  ids = np.full((1, 8), model.config.image_token_id)
+  with pytest.raises(ValueError, match="8 image tokens in input_ids, but image_grid_thw gives 4"):
+    model.forward(model.params, input_ids=ids, pixel_values=np.zeros((16, 1536), np.float32),
+                  image_grid_thw=np.array([[1, 4, 4]]))
   hf_cfg = tv.make_config("gqa").to_dict()
   hf_cfg["text_config"]["attention_bias"] = True
   with pytest.raises(qwen3_vl.ConfigError, match="attention_bias"):

@@ -204,6 +204,11 @@ def forward(params: dict, cfg: Qwen3VLConfig, input_ids: jax.Array, attention_ma
     if image_grid_thw is None:
       raise ValueError("image_grid_thw is required with pixel_values")
     is_image = input_ids == cfg.image_token_id
+    if not any(isinstance(a, jax.core.Tracer) for a in (is_image, image_grid_thw)):  # checkable outside jit only
+      n_image = int(jnp.sum(is_image))
+      n_rows = int(jnp.sum(jnp.prod(jnp.asarray(image_grid_thw), axis=-1))) // cfg.vision.merge_unit
+      if n_image != n_rows:
+        raise ValueError(f"{n_image} image tokens in input_ids, but image_grid_thw gives {n_rows}")
     tokens, features, captures = encode_images(params, cfg, pixel_values, image_grid_thw,
                                                capture=capture, patch=patch)
     embeds = scatter_tokens(embeds, is_image, tokens)
