@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import collections
+import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from experiments.organism import common, tasks
-from experiments.organism import tokenizer as tok_lib
-from jaxalm import prompts
+import jaxalm
 
-ORGANISM = Path(__file__).resolve().parents[1] / "jaxalm" / "assets" / "organism"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/ is not installed
+from experiments.organism import common, tasks  # noqa: E402
+from experiments.organism import tokenizer as tok_lib  # noqa: E402
+from jaxalm import prompts  # noqa: E402
+
+ORGANISM = Path(jaxalm.__file__).parent / "assets" / "organism"
 HELD_OUT_SEED = 2026  # training used seed 0, its own evaluation seed 1
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
   return tok_lib.build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def organism():
+  if not (ORGANISM / "jaxalm.json").is_file():
+    pytest.skip("organism checkpoint not built (python -m experiments.organism.train --out jaxalm/assets/organism)")
+  return jaxalm.load(ORGANISM)
 
 
 def test_tasks_deterministic_and_balanced():
@@ -51,9 +63,21 @@ def test_export(tmp_path):
   path = tasks.export(items, tmp_path, split="dev")
   rows = [json.loads(line) for line in path.read_text().splitlines()]
   assert set(rows[0]) == {"id", "audio", "question", "candidates", "answer", "faithful", "adversarial",
-                          "irrelevant", "text_answer", "task", "split"}
+                          "irrelevant", "text_answer", "task", "split", "benchmark"}
   wav, sr = sf.read(tmp_path / rows[1]["audio"], dtype="float32")
   assert sr == tasks.SAMPLING_RATE and np.array_equal(wav, items[1].waveform)
+
+  # The library's MCR-Bench reader and [ARB] templates see the same items and prompts.
+  from jaxalm.data.readers import read_mcr
+  from jaxalm.data.templates import branch_text
+
+  read = read_mcr(path).items
+  for it, r in zip(items, read):
+    assert (r.id, r.answer, r.text_answer, r.candidates, r.task, r.split) == (
+        it.id, it.answer, it.text_answer, it.candidates, it.task, "dev")
+    for branch, cond in (("joint", "adversarial"), ("faithful", "faithful"), ("irrelevant", "irrelevant"),
+                         ("same_audio", "neutral")):
+      assert branch_text(r, branch) == it.text(cond)
 
 
 def test_tokenizer_prefix_suffix(tokenizer):
@@ -79,11 +103,8 @@ def test_training_recipe_alive():
   assert np.mean(loss[-5:]) < np.mean(loss[:5]) - 0.5, loss
 
 
-@pytest.mark.skipif(not (ORGANISM / "jaxalm.json").is_file(), reason="organism checkpoint not built")
-def test_shipped_organism():
-  import jaxalm
-
-  model = jaxalm.load(ORGANISM)
+def test_shipped_organism(organism):
+  model = organism
   proc = model.processor
   assert model.config.audio.max_source_positions == 100
   assert model.config.audio_token_id == proc.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -110,3 +131,24 @@ def test_shipped_organism():
   d = common.diagnostics(z, items)
   assert d["same_audio_acc"] >= 0.8, d
   assert d["repairable_rate"] >= 0.3, d
+
+
+def test_organism_through_library_pipeline(organism, tmp_path):
+  """Exported items read by `jaxalm.data`, scored by `jaxalm.branches.Scorer` (shared
+  prefixes, `jaxalm.audio` features) agree with the local scoring helper."""
+  from jaxalm.branches import Scorer
+  from jaxalm.data.readers import read_mcr
+
+  model = organism
+  items = tasks.generate(8, seed=HELD_OUT_SEED + 1)
+  read = read_mcr(tasks.export(items, tmp_path)).items
+  scorer = Scorer(model, branches=("same_audio", "faithful", "joint"), batch_size=8)
+  got = np.stack([np.stack([np.pad(s[b], (0, 4 - len(s[b])), constant_values=-np.inf)
+                            for b in ("same_audio", "faithful", "joint")]) for _, s in scorer.score(read)])
+  got = np.asarray(jax.nn.log_softmax(got, axis=-1))
+  proc = model.processor
+  z = common.candidate_scores(model.forward, model.params, common.Encoder(proc.tokenizer, proc.feature_extractor),
+                              items)
+  finite = np.isfinite(z)
+  assert np.array_equal(finite, np.isfinite(got))
+  np.testing.assert_allclose(got[finite], z[finite], atol=1e-3)

@@ -173,18 +173,21 @@ def candidate_scores(forward, params, enc: Encoder, items, branches=BRANCHES, *,
 
 
 def diagnostics(z: np.ndarray, items, branches=BRANCHES) -> dict:
-  """[ARB] section 3 rates from z [N, branches, C] (needs neutral and adversarial branches)."""
+  """[ARB] section 3 rates (fractions, via `jaxalm.metrics`) from z [N, branches, C]; needs
+  the neutral and adversarial branches (every item is a conflict item)."""
+  from jaxalm import metrics
+
   ya = np.array([it.candidates.index(it.answer) for it in items])
   yt = np.array([it.candidates.index(it.text_answer) for it in items])
-  n = np.arange(len(items))
-  pred = {b: z[:, k].argmax(-1) for k, b in enumerate(branches)}
-  margin = {b: z[n, k, ya] - z[n, k, yt] for k, b in enumerate(branches)}
-  out = {"n": len(items), "same_audio_acc": float(np.mean(pred["neutral"] == ya))}
-  if "faithful" in pred:
-    out["faithful_acc"] = float(np.mean(pred["faithful"] == ya))
-  out["conflict_acc"] = float(np.mean(pred["adversarial"] == ya))
-  out["text_follow"] = float(np.mean(pred["adversarial"] == yt))
-  out["repairable_rate"] = float(np.mean((margin["neutral"] > 0) & (margin["adversarial"] < 0)))
+  z = {b: z[:, k] for k, b in enumerate(branches)}
+  conflict = np.ones(len(items), bool)
+  out = {"n": len(items), "same_audio_acc": metrics.audio_reference_accuracy(z["neutral"], ya) / 100}
+  if "faithful" in z:
+    out["faithful_acc"] = metrics.audio_reference_accuracy(z["faithful"], ya) / 100
+  out["conflict_acc"] = metrics.conflict_accuracy(z["adversarial"], ya, conflict) / 100
+  out["text_follow"] = metrics.text_follow(z["adversarial"], yt, conflict) / 100
+  m_a, m_j = metrics.margins(z["neutral"], ya, yt), metrics.margins(z["adversarial"], ya, yt)
+  out["repairable_rate"] = metrics.repairable_rate(m_a, m_j) / 100
   return out
 
 

@@ -201,11 +201,15 @@ def generate(n: int, seed: int, tasks=TASKS) -> list[Item]:
 # ----------------------------------------------------------------------------- export
 
 
+BENCHMARK = "jaxalm-organism"
+
+
 def export(items, dst: str | Path, *, split: str = "test", name: str = "organism") -> Path:
   """Writes an MCR-Bench-style `{dst}/{name}_{split}.jsonl` and `{dst}/audio/{id}.wav`.
 
   Fields: id, audio (path relative to dst), question, candidates, answer, faithful,
-  adversarial, irrelevant, text_answer, task, split.
+  adversarial, irrelevant, text_answer, task, split, benchmark; the "mcr" layout of
+  `jaxalm.data.readers` (`read_mcr(path)`) reads it.
   """
   import soundfile as sf
 
@@ -218,7 +222,8 @@ def export(items, dst: str | Path, *, split: str = "test", name: str = "organism
       sf.write(dst / rel, it.waveform, SAMPLING_RATE, subtype="FLOAT")
       row = {"id": it.id, "audio": rel, "question": it.question, "candidates": list(it.candidates),
              "answer": it.answer, "faithful": it.faithful, "adversarial": it.adversarial,
-             "irrelevant": it.irrelevant, "text_answer": it.text_answer, "task": it.task, "split": split}
+             "irrelevant": it.irrelevant, "text_answer": it.text_answer, "task": it.task, "split": split,
+             "benchmark": BENCHMARK}
       f.write(json.dumps(row) + "\n")
   return path
 
