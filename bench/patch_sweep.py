@@ -69,16 +69,16 @@ def main() -> None:
   fwd = jax.jit(model.forward, static_argnames="capture")
 
   @jax.jit
-  def one(spec):
+  def one(params, arrays, values, spec):
     si, layer, role = spec[0], spec[1], spec[2]
     pos = (arrays["roles"] == role) & arrays["aligned"]
     patch = {s: Patch(values[s], (si == k) & (jnp.arange(args.layers) == layer)[:, None, None] & pos[None])
              for k, s in enumerate(patching.SITES)}
-    s, _ = patching._scores(model.params, fwd, arrays["inputs"], arrays["label"], 8, patch=patch)
+    s, _ = patching._scores(params, fwd, arrays["inputs"], arrays["label"], 8, patch=patch)
     return patching.candidate_margins(s, arrays["cand_mask"], arrays["ya"], arrays["yt"])[1]
 
   def looped():
-    return np.stack([np.asarray(one(jnp.asarray(s))) for s in specs])
+    return np.stack([np.asarray(one(model.params, arrays, values, jnp.asarray(s))) for s in specs])
 
   t = time.perf_counter(); a = np.asarray(vmapped()); c_v = time.perf_counter() - t
   t = time.perf_counter(); b = looped(); c_l = time.perf_counter() - t
