@@ -15,6 +15,7 @@ Branches with the same audio share one prefix (chat header + audio block), which
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import zlib
 from typing import Any, Callable, Iterable, Iterator
 
@@ -81,7 +82,11 @@ class Scorer:
     batch_size: items per compiled call.
     snr_db: noise level of the perturbed branch.
     style: prompt style for `branch_text` (default per benchmark).
-    load_media: path -> waveform (default `jaxalm.audio.load_audio`).
+    load_media: path -> media (default: the family's `load_media`, else
+      `jaxalm.audio.load_audio`).
+
+  A family's `media_inputs(cfg, media[, processor])` gets the model's processor when it
+  takes one (image families need the checkpoint's image processor).
   """
 
   def __init__(self, model, branches=("joint", "same_audio"), *, batch_size: int = 4, snr_db: float = 0.0,
@@ -96,10 +101,15 @@ class Scorer:
     self.style = style
     self.layout = prompts.layout(model.hf_config["model_type"])
     self.tokenizer = model.tokenizer
+    self.modality = getattr(model.family, "MODALITY", "audio")
+    if load_media is None:
+      load_media = getattr(model.family, "load_media", None)
     if load_media is None:
       from jaxalm.audio import load_audio
       load_media = load_audio
     self.load_media = load_media
+    takes_processor = "processor" in inspect.signature(model.family.media_inputs).parameters
+    self._media_kwargs = {"processor": model.processor} if takes_processor else {}
 
   def _media(self, item: Item, waveform, key: str):
     from jaxalm import audio
@@ -107,6 +117,8 @@ class Scorer:
       return None
     if key == "real":
       return waveform
+    if self.modality != "audio":
+      raise BranchError(f"item {item.id!r}: branch media {key!r} needs audio; the model takes {self.modality}")
     if key == "perturbed":
       return audio.perturb(waveform, snr_db=self.snr_db, seed=zlib.crc32(item.id.encode()))
     n, k = (int(x) for x in key[4:].split("_"))
@@ -137,7 +149,7 @@ class Scorer:
           prefix_ids.append(self._tokens(self.layout.prefix(None)))
           media.append(None)
         else:
-          inputs, n_tokens = family.media_inputs(cfg, m)
+          inputs, n_tokens = family.media_inputs(cfg, m, **self._media_kwargs)
           prefix_ids.append(self._tokens(self.layout.prefix(n_tokens)))
           media.append(inputs)
         slots[key] = len(prefix_ids) - 1

@@ -40,9 +40,19 @@ class Model:
 
   @functools.cached_property
   def processor(self):
-    """The HF processor saved with the checkpoint."""
+    """The HF processor saved with the checkpoint. For vision models without torchvision
+    (which transformers' video processors need), the same processor class built from the
+    tokenizer and image processor, without a video processor (images only)."""
     from transformers import AutoProcessor
-    return AutoProcessor.from_pretrained(str(self.path))
+    try:
+      return AutoProcessor.from_pretrained(str(self.path))
+    except Exception as e:
+      if "vision_config" not in self.hf_config or _has_torchvision():
+        raise
+      try:
+        return _processor_without_video(self.path)
+      except Exception as e2:
+        raise e2 from e
 
   @property
   def tokenizer(self):
@@ -51,6 +61,41 @@ class Model:
   def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
     dtype = dtype or jax.tree.leaves(self.params)[0].dtype
     return self.family.init_cache(self.config, batch, max_len, dtype)
+
+
+def _has_torchvision() -> bool:
+  try:
+    import torchvision  # noqa: F401
+  except Exception:
+    return False
+  return True
+
+
+def _processor_without_video(path: Path):
+  """The checkpoint's processor class (e.g. Qwen3VLProcessor) with its tokenizer, image
+  processor and chat template, and no video processor."""
+  import json
+
+  import transformers
+  from transformers import AutoImageProcessor, AutoTokenizer
+  name = None
+  for f in ("processor_config.json", "preprocessor_config.json"):
+    if (path / f).is_file():
+      name = json.loads((path / f).read_text()).get("processor_class") or name
+  base = getattr(transformers, name) if name and hasattr(transformers, name) else None
+  if base is None:
+    raise ValueError(f"{path}: no processor class to build without a video processor (found {name!r})")
+
+  class NoVideo(base):
+    def check_argument_for_proper_class(self, argument_name, argument):
+      if argument_name == "video_processor" and argument is None:
+        return None
+      return super().check_argument_for_proper_class(argument_name, argument)
+
+  NoVideo.__name__ = NoVideo.__qualname__ = base.__name__
+  tokenizer = AutoTokenizer.from_pretrained(str(path))
+  return NoVideo(image_processor=AutoImageProcessor.from_pretrained(str(path)), tokenizer=tokenizer,
+                 video_processor=None, chat_template=tokenizer.chat_template)
 
 
 def load(path: str | Path, *, mesh: jax.sharding.Mesh | None = None, dtype: str | None = None,

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxalm.nn.decoder import lm_head
-from jaxalm.nn.kv_cache import init_cache
+from jaxalm.nn.kv_cache import init_cache, take_rows
 
 
 def gather_cache(cache: dict, index: jax.Array) -> dict:
-  """The cache rows `index` [R] of a cache (shared prefixes -> one row per continuation)."""
-  return {"k": cache["k"][:, index], "v": cache["v"][:, index], "valid": cache["valid"][index],
-          "index": cache["index"]}
+  """The cache rows `index` [R] of a cache (shared prefixes -> one row per continuation),
+  extra per-row keys (e.g. Qwen3-VL's `rope_delta`) included."""
+  return take_rows(cache, index)
 
 
 def label_logprobs(params: Any, hidden: jax.Array, input_ids: jax.Array, label_start: jax.Array,

@@ -27,6 +27,7 @@ from jaxalm.nn.sites import Sites, check_sites
 from jaxalm.nn.vision import VisionConfig
 
 MODEL_TYPE = "qwen3_vl"
+MODALITY = "image"
 
 # HF's class defaults (Qwen3VLTextConfig, Qwen3VLVisionConfig, Qwen3VLConfig), used for keys a
 # config.json leaves out.
@@ -42,6 +43,10 @@ _TOKEN_DEFAULTS = dict(image_token_id=151655, video_token_id=151656, vision_star
 
 class ConfigError(ValueError):
   """A HF config this implementation cannot run faithfully."""
+
+
+class ImageError(ValueError):
+  """A missing or unreadable image file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +133,8 @@ def rope_index(cfg: Qwen3VLConfig, input_ids: jax.Array, image_grid_thw: jax.Arr
       `input_ids == image_token_id`.
   Returns:
     (positions [3, B, S] int32, rope_deltas [B] int32). Text that continues a prompt with
-    images takes positions `decoder.default_positions(mask, cache) + rope_deltas[:, None]`.
+    images takes positions `decoder.default_positions(mask, cache) + rope_deltas[:, None]`
+    (`forward` keeps the deltas in the cache and does this by default).
   """
   b, s = input_ids.shape
   mask = jnp.ones((b, s), bool) if attention_mask is None else attention_mask.astype(bool)
@@ -187,12 +193,14 @@ def forward(params: dict, cfg: Qwen3VLConfig, input_ids: jax.Array, attention_ma
     image_grid_thw: [I, 3] patch grid of each image; required with `pixel_values`.
     position_ids: [3, B, S] (or HF's [4, B, S], whose first row is dropped) or [B, S].
       Default: with `image_grid_thw`, `rope_index` (offset by the cached tokens, if any);
-      otherwise 1D positions counting real tokens. After a cached prefix with images pass
-      them explicitly (see `rope_index`).
+      otherwise 1D positions counting real tokens. Either way a cache's `rope_delta` is
+      added, so text continues a cached prompt with images at HF's positions.
     mm_token_type_ids: [B, S] 1 at image tokens, as the processor returns (optional).
     capture: static tuple of site names (see `jaxalm.nn.sites`).
     patch: {site: Patch} replacements (data; may be vmapped).
-    cache: kv cache from `init_cache` for incremental decoding.
+    cache: kv cache from `init_cache` (or any decoder cache) for incremental decoding; the
+      returned cache carries `rope_delta` [B], the next text position minus the real tokens
+      cached (from the positions used, given or default).
   Returns:
     Output(logits [B, S, V] float32, captures, cache).
   """
@@ -217,24 +225,98 @@ def forward(params: dict, cfg: Qwen3VLConfig, input_ids: jax.Array, attention_ma
       deepstack = scatter_tokens(jnp.zeros((features.shape[0], *embeds.shape), embeds.dtype), is_image, features)
   sites = Sites(capture, patch)
   embeds = sites.apply("embeds.merged", embeds)
+  delta = _cached_delta(cache, token_mask.shape[0])
   if position_ids is None:
     if image_grid_thw is not None:
       position_ids, _ = rope_index(cfg, input_ids, image_grid_thw, attention_mask, mm_token_type_ids)
       if cache is not None:
-        position_ids = position_ids + jnp.sum(cache["valid"], axis=-1, dtype=jnp.int32)[None, :, None]
+        position_ids = position_ids + (jnp.sum(cache["valid"], axis=-1, dtype=jnp.int32) + delta)[None, :, None]
     else:
-      position_ids = decoder.default_positions(token_mask, cache)
+      position_ids = decoder.default_positions(token_mask, cache) + delta[:, None]
   elif position_ids.ndim == 3 and position_ids.shape[0] == 4:
     position_ids = position_ids[1:]
   hidden, dec_captures, cache = decoder.decode(params, cfg.text, embeds, token_mask, position_ids, cache=cache,
                                                capture=capture, patch=patch, deepstack=deepstack)
+  if cache is not None:
+    cache = {**cache, "rope_delta": _next_delta(position_ids, token_mask, cache["valid"], delta)}
   return Output(logits=decoder.lm_head(params, hidden), captures={**captures, **sites.captured, **dec_captures},
                 cache=cache)
 
 
+def _cached_delta(cache: dict | None, batch: int) -> jax.Array:
+  """The cache's per-row rope delta [B] (zeros when it has none)."""
+  if cache is None or "rope_delta" not in cache:
+    return jnp.zeros((batch,), jnp.int32)
+  return cache["rope_delta"]
+
+
+def _next_delta(positions: jax.Array, token_mask: jax.Array, valid: jax.Array, delta: jax.Array) -> jax.Array:
+  """Rope delta after a step: the next text position minus the real tokens so far (rows
+  without real tokens in the step keep theirs)."""
+  pos = positions if positions.ndim == 3 else positions[None]
+  last = jnp.max(jnp.where(token_mask[None], pos, -1), axis=(0, 2))
+  n = jnp.sum(valid, axis=-1, dtype=jnp.int32)
+  return jnp.where(jnp.any(token_mask, axis=-1), last + 1 - n, delta).astype(jnp.int32)
+
+
 def init_cache(cfg: Qwen3VLConfig, batch: int, max_len: int, dtype=jnp.float32) -> dict:
-  """An empty kv cache for `batch` rows and `max_len` slots."""
-  return decoder.init_cache(cfg.text, batch, max_len, dtype)
+  """An empty kv cache for `batch` rows and `max_len` slots, with a per-row `rope_delta`
+  (the next text position minus the tokens cached, see `rope_index`)."""
+  return {**decoder.init_cache(cfg.text, batch, max_len, dtype), "rope_delta": jnp.zeros((batch,), jnp.int32)}
+
+
+def load_media(path) -> Any:
+  """An image file as an RGB PIL image (ImageError naming the file if it cannot be read)."""
+  import os
+
+  from PIL import Image, UnidentifiedImageError
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ImageError(f"image file not found: {path}")
+  try:
+    with Image.open(path) as img:
+      return img.convert("RGB")
+  except (OSError, UnidentifiedImageError, ValueError) as e:
+    raise ImageError(f"cannot read image file {path}: {e}") from e
+
+
+def media_inputs(cfg: Qwen3VLConfig, image, processor=None) -> tuple[dict, int]:
+  """One image -> ({pixel_values [n_patches, C * T * P * P], image_grid_thw [3]}, image tokens).
+
+  Args:
+    image: a PIL image (or an array the HF image processor takes).
+    processor: the checkpoint's HF processor (`Model.processor`) or its image processor.
+  """
+  import numpy as np
+  image_processor = getattr(processor, "image_processor", processor)
+  if image_processor is None:
+    raise ValueError("qwen3_vl media_inputs needs the checkpoint's image processor (processor=model.processor)")
+  out = image_processor(images=[image], return_tensors="np")
+  pixels = np.asarray(out["pixel_values"], np.float32)
+  grid = np.asarray(out["image_grid_thw"], np.int32).reshape(-1, 3)
+  if grid.shape[0] != 1:
+    raise ValueError(f"the image processor returned {grid.shape[0]} images for one")
+  if pixels.shape != (int(np.prod(grid[0])), cfg.vision.patch_dim):
+    raise ValueError(f"the image processor returned pixel_values {pixels.shape} for grid {grid[0].tolist()}; "
+                     f"the model takes {cfg.vision.patch_dim} values per patch")
+  return {"pixel_values": pixels, "image_grid_thw": grid[0]}, int(np.prod(grid[0])) // cfg.vision.merge_unit
+
+
+def patch_bucket(n: int) -> int:
+  """Padded patch count for `n` patches: a multiple of 64 and of 2**(bit_length(n) - 3), so
+  at most ~25% padding and few distinct compiled shapes."""
+  step = max(64, 2 ** (int(n).bit_length() - 3))
+  return -(-int(n) // step) * step
+
+
+def collate_media(media: list[dict]) -> dict:
+  """Per-image inputs in prompt order -> pixel_values [N, D] (the patches of all images,
+  zero rows padding them to `patch_bucket`) and image_grid_thw [I, 3]."""
+  import numpy as np
+  pixels = np.concatenate([m["pixel_values"] for m in media]).astype(np.float32)
+  padded = np.zeros((patch_bucket(len(pixels)), pixels.shape[1]), np.float32)
+  padded[:len(pixels)] = pixels
+  return {"pixel_values": padded, "image_grid_thw": np.stack([m["image_grid_thw"] for m in media]).astype(np.int32)}
 
 
 Config = Qwen3VLConfig

@@ -200,7 +200,7 @@ def decode(params: dict, cfg: DecoderConfig, embeds: jax.Array, token_mask: jax.
   captured = {**captured, **sites.captured}
   new_cache = None
   if cache is not None:
-    new_cache = {"k": new_kv[0], "v": new_kv[1], "valid": valid, "index": index + s}
+    new_cache = {**cache, "k": new_kv[0], "v": new_kv[1], "valid": valid, "index": index + s}
   return x, captured, new_cache
 
 
