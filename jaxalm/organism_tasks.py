@@ -1,4 +1,7 @@
-"""Procedural audio tasks with closed label sets and text evidence, deterministic from a seed.
+"""The organism's procedural audio tasks: closed label sets and text evidence, deterministic from a seed.
+
+The task generator of the shipped model organism (`jaxalm/assets/organism`, trained by
+`experiments/organism/train.py`); `jaxalm demo` exports a held-out benchmark from it.
 
 Four tasks, each a closed set of single-word labels:
   pitch   pure tone by register:           low (150-320 Hz), mid (550-1000 Hz), high (1800-3200 Hz)
@@ -204,18 +207,19 @@ def generate(n: int, seed: int, tasks=TASKS) -> list[Item]:
 BENCHMARK = "jaxalm-organism"
 
 
-def export(items, dst: str | Path, *, split: str = "test", name: str = "organism") -> Path:
+def export(items, dst: str | Path, *, split: str | None = "test", name: str = "organism") -> Path:
   """Writes an MCR-Bench-style `{dst}/{name}_{split}.jsonl` and `{dst}/audio/{id}.wav`.
 
   Fields: id, audio (path relative to dst), question, candidates, answer, faithful,
   adversarial, irrelevant, text_answer, task, split, benchmark; the "mcr" layout of
-  `jaxalm.data.readers` (`read_mcr(path)`) reads it.
+  `jaxalm.data.readers` (`read_mcr(path)`) reads it. With `split=None` the rows have no
+  split field and the file is `{dst}/{name}.jsonl`.
   """
   import soundfile as sf
 
   dst = Path(dst)
   (dst / "audio").mkdir(parents=True, exist_ok=True)
-  path = dst / f"{name}_{split}.jsonl"
+  path = dst / (f"{name}.jsonl" if split is None else f"{name}_{split}.jsonl")
   with open(path, "w") as f:
     for it in items:
       rel = f"audio/{it.id}.wav"
@@ -224,6 +228,8 @@ def export(items, dst: str | Path, *, split: str = "test", name: str = "organism
              "answer": it.answer, "faithful": it.faithful, "adversarial": it.adversarial,
              "irrelevant": it.irrelevant, "text_answer": it.text_answer, "task": it.task, "split": split,
              "benchmark": BENCHMARK}
+      if split is None:
+        del row["split"]
       f.write(json.dumps(row) + "\n")
   return path
 
@@ -234,9 +240,9 @@ def main(argv=None) -> None:
   p.add_argument("--out", required=True)
   p.add_argument("--n", type=int, default=400)
   p.add_argument("--seed", type=int, default=2026)
-  p.add_argument("--split", default="test")
+  p.add_argument("--split", default="test", help='split field of every row ("" for none)')
   a = p.parse_args(argv)
-  print(export(generate(a.n, a.seed), a.out, split=a.split))
+  print(export(generate(a.n, a.seed), a.out, split=a.split or None))
 
 
 if __name__ == "__main__":
