@@ -108,7 +108,8 @@ class Scorer:
       from jaxalm.audio import load_audio
       load_media = load_audio
     self.load_media = load_media
-    takes_processor = "processor" in inspect.signature(model.family.media_inputs).parameters
+    media_inputs = getattr(model.family, "media_inputs", None)
+    takes_processor = media_inputs is not None and "processor" in inspect.signature(media_inputs).parameters
     self._media_kwargs = {"processor": model.processor} if takes_processor else {}
 
   def _media(self, item: Item, waveform, key: str):

@@ -81,14 +81,21 @@ def test_hooks(vl):
     Scorer(model, ("perturbed",)).plan(_items(images, 1)[0])
 
 
-def test_shared_prefix_scores_equal_full_forwards(vl):
-  """Every branch x candidate of five items with five image sizes, scored in one call,
-  against one full forward (no cache) of each whole prompt + label."""
+@pytest.fixture(scope="module")
+def scored(vl):
+  """(plans, scores) of five items with five image sizes, every branch, in one call."""
   _, model, _, images = vl
   scorer = Scorer(model, BRANCHES)
   plans = [scorer.plan(it) for it in _items(images)]
+  return plans, scorer.score_plans(plans)
+
+
+def test_shared_prefix_scores_equal_full_forwards(vl, scored):
+  """Every branch x candidate of five items with five image sizes, scored in one call,
+  against one full forward (no cache) of each whole prompt + label."""
+  _, model, _, _ = vl
+  plans, got = scored
   assert len({tuple(m["image_grid_thw"]) for p in plans for m in p.media if m is not None}) == len(SIZES)
-  got = scorer.score_plans(plans)
   wholes, media, starts, lens, want_keys = [], [], [], [], []
   for plan in plans:
     for r, (slot, ids, start, n) in enumerate(plan.rows):
@@ -116,17 +123,15 @@ def test_shared_prefix_scores_equal_full_forwards(vl):
   assert all(np.abs(g["same_audio"] - g["no_audio"]).max() > 1e-3 for g in got)
 
 
-def test_scores_equal_hf(vl):
+def test_scores_equal_hf(vl, scored):
   """The joint rows' token ids are the HF processor's chat prompt + label, and the
   shared-prefix scores equal HF's log-probabilities of the labels."""
-  tok, model, hf, images = vl
+  _, model, hf, _ = vl
   proc = model.processor
-  scorer = Scorer(model, ("joint",))
-  items = _items(images, 3)
-  got = scorer.score_plans([scorer.plan(it) for it in items])
   err = 0.0
-  for it, g in zip(items, got):
-    plan = scorer.plan(it)
+  for plan, g in zip(*scored):
+    it = plan.item
+    assert plan.branches[0] == "joint"  # its rows come first
     prompt = tv.make_prompt(proc, branch_text(it, "joint"), 1)
     assert prompt.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
     for c, cand in enumerate(it.candidates):
@@ -225,3 +230,20 @@ def test_gacl_defaults_and_metrics(mc2_run, capsys):
   for key in ("conflict_acc", "faithful_acc", "conflict_gain", "faithful_drop", "gate_rate"):
     assert report["gacl"][key] == gacl[key], key
   assert report["joint"]["conflict_acc"] == summary["diagnostics"]["joint"]["conflict_acc"]
+
+
+def test_greedy_generation_after_images_equals_hf(vl):
+  """`jaxalm.generation.generate` continues image prompts (left-padded, two image sizes) at
+  HF's positions: the cache's rope_delta offsets every decoding step."""
+  from jaxalm.generation import generate
+  _, model, hf, images = vl
+  proc = model.processor
+  prompts = [tv.make_prompt(proc, "Describe the image.", 1), tv.make_prompt(proc, "What color is the object?", 1)]
+  imgs = [qwen3_vl.load_media(images / f"img{i}.png") for i in (1, 2)]
+  inputs = {k: np.asarray(v) for k, v in proc(text=prompts, images=imgs, return_tensors="np", padding=True,
+                                               padding_side="left").items()}
+  got = np.asarray(generate(model, {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}, max_new_tokens=6))
+  with torch.no_grad():
+    want = hf.generate(**{k: torch.from_numpy(v) for k, v in inputs.items()}, do_sample=False, max_new_tokens=6,
+                       min_new_tokens=6, pad_token_id=0)[:, inputs["input_ids"].shape[1]:].numpy()
+  np.testing.assert_array_equal(got, want)
