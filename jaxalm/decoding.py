@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxalm import correction, prompts
+from jaxalm.nn.decoder import lm_head
 from jaxalm.nn.kv_cache import init_cache
 from jaxalm.scoring import gather_cache
 
@@ -213,7 +214,7 @@ def _decode(params: Any, prefix: dict, rows: dict | None, trie: dict | None, hp:
   if rows is None:
     n, s = prefix["input_ids"].shape
     cache = init_cache(layers, n, s + steps, kv_heads, head_dim, jnp.dtype(dtype))
-    out = forward(params, **prefix, cache=cache)
+    out = forward(params, **prefix, cache=cache, capture=("lm.final",))
     mask = prefix.get("attention_mask", jnp.ones((n, s), jnp.int32))
   else:
     n_p, p = prefix["input_ids"].shape
@@ -221,10 +222,13 @@ def _decode(params: Any, prefix: dict, rows: dict | None, trie: dict | None, hp:
     cache = init_cache(layers, n_p, p + s + steps, kv_heads, head_dim, jnp.dtype(dtype))
     cache = forward(params, **prefix, cache=cache).cache
     out = forward(params, input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-                  cache=gather_cache(cache, rows["prefix_index"]))
+                  cache=gather_cache(cache, rows["prefix_index"]), capture=("lm.final",))
     mask = rows["attention_mask"]
   last = s - 1 - jnp.argmax(mask[:, ::-1] > 0, axis=1)  # last real token (right or left padding)
-  logits = out.logits[jnp.arange(n), last]
+  if "lm.final" in out.captures:  # the head at the last tokens only (full prompt logits are [n, s, V])
+    logits = lm_head(params, out.captures["lm.final"][jnp.arange(n), last][:, None])[:, 0]
+  else:
+    logits = out.logits[jnp.arange(n), last]
   vocab = logits.shape[-1]
   b = n // n_branches
   lam, tau, alpha_max = (jnp.asarray(hp[k], jnp.float32) for k in ("lam", "tau", "alpha_max"))
@@ -274,12 +278,19 @@ def _layout(model, params) -> tuple:
   return (cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, str(jnp.dtype(jax.tree.leaves(params)[0].dtype)))
 
 
-def _trie_arrays(trie, batch: int) -> dict | None:
+def _check_vocab(model, tries: Sequence[Trie]) -> None:
+  vocab = getattr(model.config.text, "vocab_size", None)
+  if vocab is not None and any(int(t.tokens.max()) >= vocab for t in tries):
+    raise ValueError(f"a trie holds token ids beyond the model's vocabulary ({vocab})")
+
+
+def _trie_arrays(model, trie, batch: int) -> dict | None:
   if trie is None:
     return None
   tries = [trie] * batch if isinstance(trie, Trie) else list(trie)
   if len(tries) != batch:
     raise ValueError(f"{len(tries)} tries for {batch} rows")
+  _check_vocab(model, tries)
   return stack_tries(tries)
 
 
@@ -338,7 +349,7 @@ def gacl_generate(model, joint_inputs: dict, audio_inputs: dict, *, trie: Trie |
   if np.shape(audio_inputs["input_ids"])[0] != b:
     raise ValueError("joint_inputs and audio_inputs need the same batch size")
   params = model.params if params is None else params
-  return _decode(params, _pad_cat([joint_inputs, audio_inputs]), None, _trie_arrays(trie, b),
+  return _decode(params, _pad_cat([joint_inputs, audio_inputs]), None, _trie_arrays(model, trie, b),
                  _hp(lam, tau, alpha_max, eos_token_id, pad_token_id), forward=model.forward,
                  cache_layout=_layout(model, params), max_new_tokens=_steps(trie, max_new_tokens), n_branches=2,
                  return_logits=return_logits)
@@ -353,7 +364,7 @@ def constrained_generate(model, joint_inputs: dict, *, trie: Trie | Sequence[Tri
   """
   b = np.shape(joint_inputs["input_ids"])[0]
   params = model.params if params is None else params
-  return _decode(params, _pad_cat([joint_inputs]), None, _trie_arrays(trie, b),
+  return _decode(params, _pad_cat([joint_inputs]), None, _trie_arrays(model, trie, b),
                  _hp(0.0, 0.5, 1.0, eos_token_id, pad_token_id), forward=model.forward,
                  cache_layout=_layout(model, params), max_new_tokens=_steps(trie, max_new_tokens), n_branches=1,
                  return_logits=return_logits)
@@ -409,7 +420,7 @@ def decode_items(scorer_or_model, items: Iterable, mode: str = "gacl", *, constr
     constrained: trie-constrained labels (True) or free-form generation.
     joint_branch, reference_branch: the branches playing J and A (e.g. joint_branch=
       "faithful" for the faithfulness condition).
-    max_new_tokens: default the deepest trie (constrained); required free-form.
+    max_new_tokens: default each batch's deepest trie (constrained); required free-form.
     eos_token_id: free-form stop (default the tokenizer's eos).
     batch_size, load_media: used when a Model is given.
   Returns:
@@ -423,14 +434,17 @@ def decode_items(scorer_or_model, items: Iterable, mode: str = "gacl", *, constr
   if not constrained and max_new_tokens is None:
     raise ValueError("free-form decoding needs max_new_tokens")
   eos = tok.eos_token_id if eos_token_id is None else eos_token_id
-  plans = [_item_plan(scorer, it, branches, default_end_token(tok)) for it in items]
-  steps = max_new_tokens if max_new_tokens is not None else max(t.depth for _, _, t in plans)
+  end = default_end_token(tok)
   hp = _hp(lam, tau, alpha_max, None if constrained else eos, tok.pad_token_id)
-  results = []
-  size = scorer.batch_size
-  for start in range(0, len(plans), size):
-    chunk = plans[start:start + size]
-    padded = chunk + [chunk[-1]] * (size - len(chunk))  # one compiled shape for every batch
+  results, chunk = [], []
+  items = list(items)
+  for k, item in enumerate(items):
+    chunk.append(_item_plan(scorer, item, branches, end))
+    if len(chunk) < scorer.batch_size and k < len(items) - 1:
+      continue
+    # Steps: max_new_tokens, else the batch's deepest trie (rounded up: fewer compiled shapes).
+    steps = max_new_tokens if max_new_tokens is not None else _round_up(max(t.depth for _, _, t in chunk), 4)
+    padded = chunk + [chunk[-1]] * (scorer.batch_size - len(chunk))  # one compiled shape for every batch
     tokens, alphas = _run_plans(scorer, padded, hp, steps, len(branches), constrained)
     for (plan, _, trie), t, a in zip(chunk, tokens, alphas):
       idx = label_index(trie, t)
@@ -438,7 +452,8 @@ def decode_items(scorer_or_model, items: Iterable, mode: str = "gacl", *, constr
         idx = next((i for i, ids in enumerate(trie.label_ids) if _spells(t, ids, eos)), -1)
       n = _length(t, trie, idx, eos, constrained)
       results.append(Decoded(plan.item.id, None if idx < 0 else plan.item.candidates[idx], idx,
-                             bool(np.any(a > 0)), t[:n], a[:n], tok.decode(t[:n])))
+                             bool(np.any(a[:n] > 0)), t[:n], a[:n], tok.decode(t[:n])))
+    chunk = []
   return results
 
 
@@ -481,6 +496,7 @@ def _run_plans(scorer, plans, hp, steps, n_branches, constrained, return_logits=
   tries = [t for _, _, t in plans]
   arrays = None
   if constrained:
+    _check_vocab(scorer.model, tries)
     arrays = stack_tries(tries, _round_up(max(t.tokens.shape[0] for t in tries), 8),
                          _round_up(max(t.tokens.shape[1] for t in tries), 4))
   out = _decode(scorer.params, prefix, rows, arrays, hp, forward=scorer.model.forward,
