@@ -221,8 +221,11 @@ def _decode(params: Any, prefix: dict, rows: dict | None, trie: dict | None, hp:
     n, s = rows["input_ids"].shape
     cache = init_cache(layers, n_p, p + s + steps, kv_heads, head_dim, jnp.dtype(dtype))
     cache = forward(params, **prefix, cache=cache).cache
-    out = forward(params, input_ids=rows["input_ids"], attention_mask=rows["attention_mask"],
-                  cache=gather_cache(cache, rows["prefix_index"]), capture=("lm.final",))
+    rows_cache = gather_cache(cache, rows["prefix_index"])
+    if "rope_delta" in cache:  # Qwen3-VL: text after an image continues at shifted positions
+      rows_cache["rope_delta"] = cache["rope_delta"][rows["prefix_index"]]
+    out = forward(params, input_ids=rows["input_ids"], attention_mask=rows["attention_mask"], cache=rows_cache,
+                  capture=("lm.final",))
     mask = rows["attention_mask"]
   last = s - 1 - jnp.argmax(mask[:, ::-1] > 0, axis=1)  # last real token (right or left padding)
   if "lm.final" in out.captures:  # the head at the last tokens only (full prompt logits are [n, s, V])

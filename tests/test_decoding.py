@@ -77,8 +77,9 @@ def _fake_forward(params, input_ids, attention_mask=None, cache=None, **_):
   return Output(logits=logits, captures={}, cache=cache)
 
 
-FAKE = types.SimpleNamespace(forward=_fake_forward, config=types.SimpleNamespace(
-    text=types.SimpleNamespace(num_layers=1, num_kv_heads=1, head_dim=1)))
+def _fake_model(table):
+  return types.SimpleNamespace(forward=_fake_forward, params=table, config=types.SimpleNamespace(
+      text=types.SimpleNamespace(num_layers=1, num_kv_heads=1, head_dim=1, vocab_size=table.shape[-1])))
 
 
 def _script(rows: list[dict[int, dict[int, float]]], vocab=8):
@@ -91,8 +92,8 @@ def _script(rows: list[dict[int, dict[int, float]]], vocab=8):
   return table
 
 
-def test_trie_and_scripted_loop(tiny):
-  tok = tiny.model().tokenizer
+def test_trie_and_scripted_loop():
+  tok = tiny_hf.make_tokenizer()
   end = decoding.default_end_token(tok)
   trie = decoding.build_trie(tok, ("dog", "dog house", "the bell", "rain"))
   ids = [tok("\n" + c, add_special_tokens=False)["input_ids"][1:] for c in trie.labels]
@@ -112,24 +113,25 @@ def test_trie_and_scripted_loop(tiny):
   a0 = {0: {1: 5.0, 4: 0.0, 6: 9.0}, 1: {2: 4.0, 7: 0.0}, 2: {3: 0.0}, 4: {5: 0.0}}  # A: dog house
   j1 = a1 = {0: {1: 2.0, 4: 0.0}, 1: {7: 1.0, 2: 0.0}}  # both: dog, then the terminator
   table = _script([j0, j1, a0, a1])
-  FAKE.params = table
+  fake = _fake_model(table)  # rows: J0, J1, A0, A1
   prompt = {"input_ids": np.zeros((2, 1), np.int32)}
   pad = 6
-  joint, alphas = decoding.constrained_generate(
-      types.SimpleNamespace(**{**vars(FAKE), "params": table[:2]}), prompt, trie=small, pad_token_id=pad)
+  joint, alphas = decoding.constrained_generate(_fake_model(table[:2]), prompt, trie=small, pad_token_id=pad)
   np.testing.assert_array_equal(joint, [[4, 5, pad], [1, 7, pad]])  # 6 outside the trie never wins
   assert not np.any(alphas)
   for lam, want, alpha0 in ((0.0, [4, 5, pad], 0.0), (1.0, [1, 2, 3], 1.0), (0.5, [1, 2, 3], 0.5)):
-    toks, al = decoding.gacl_generate(FAKE, prompt, prompt, trie=small, lam=lam, tau=0.5, pad_token_id=pad)
+    toks, al = decoding.gacl_generate(fake, prompt, prompt, trie=small, lam=lam, tau=0.5, pad_token_id=pad)
     np.testing.assert_array_equal(toks, [want, [1, 7, pad]])
     # Gate: step 0 disagrees with R_A = 1; step 1 (lam > 0: node "1") disagrees again; then one token allowed.
     np.testing.assert_allclose(al, [[alpha0, alpha0, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)
     assert [decoding.label_of(small, t) for t in np.asarray(toks)] == [
         ("bell" if lam == 0 else "dog house"), "dog"]
   # R_A = margin / tau (tau = 10: 0.5 at step 0), per-row tries, free-form stop at eos.
-  _, al = decoding.gacl_generate(FAKE, prompt, prompt, trie=[small, small], lam=1.0, tau=10.0)
+  _, al = decoding.gacl_generate(fake, prompt, prompt, trie=[small, small], lam=1.0, tau=10.0)
   assert abs(float(al[0, 0]) - 0.5) < 1e-5
-  free, _ = decoding.gacl_generate(FAKE, prompt, prompt, max_new_tokens=4, lam=0.0, eos_token_id=7, pad_token_id=pad)
+  free, _ = decoding.gacl_generate(fake, prompt, prompt, max_new_tokens=4, lam=0.0, eos_token_id=7, pad_token_id=pad)
+  with pytest.raises(ValueError, match="vocabulary"):
+    decoding.gacl_generate(fake, prompt, prompt, trie=decoding.trie_from_ids([[1], [9]]))
   np.testing.assert_array_equal(free[1], [1, 7, pad, pad])  # row 1 stops at eos
   assert int(free[0, 0]) == 6  # free-form: the unconstrained argmax
 
@@ -164,8 +166,9 @@ def test_single_token_labels_match_candidate_scoring(tiny):
 
 
 def test_multi_token_labels_complete_and_cache_exact(multi):
-  """(b) every generated sequence is a whole valid label; (e) the loop's per-step J and A logits equal a full forward over prompt + generated
-  tokens (shared audio prefix, gathered caches)."""
+  """(b) every generated sequence is a whole valid label; (e) the loop's per-step J and A
+  logits equal a full forward over prompt + generated tokens (shared audio prefix, gathered
+  caches)."""
   model, scorer, plans = multi
   pad = scorer.tokenizer.pad_token_id
   for p, _, trie in plans:
@@ -199,7 +202,8 @@ def test_free_form(multi):
   branch_seqs = [[p.prefix_ids[s[b][0]] + s[b][1] for p, s, _ in plans] for b in range(2)]
   length = max(len(s) for seqs in branch_seqs for s in seqs)  # one shape: generate compiles once
   for seqs in branch_seqs:
-    x = {"input_ids": np.zeros((len(seqs), length), np.int32), "attention_mask": np.zeros((len(seqs), length), np.int32),
+    x = {"input_ids": np.zeros((len(seqs), length), np.int32),
+         "attention_mask": np.zeros((len(seqs), length), np.int32),
          **model.family.collate_media([p.media[0] for p, _, _ in plans])}
     for i, s in enumerate(seqs):
       x["input_ids"][i, :len(s)], x["attention_mask"][i, :len(s)] = s, 1
