@@ -10,13 +10,14 @@ appended to BOTH branches. A row stops at the end of a label (constrained) or at
 
 Host side:
   build_trie(tokenizer, candidates)     label token ids (as after the assistant header) -> Trie
-  label_index(trie, tokens)             generated ids -> candidate index (-1: not a label)
-Device side:
+  label_index / label_of(trie, tokens)  generated ids -> candidate index (-1) / label (None)
+Device side (a `lax.while_loop` that exits once every row has stopped):
   gacl_generate(model, joint_inputs, audio_inputs, trie=...)   J and A from full prompts
   constrained_generate(model, joint_inputs, trie=...)          J alone (the baseline)
 Items:
   decode_items(scorer_or_model, items, mode="gacl"|"joint")    prompts from `Scorer.plan`,
-    the audio prefix run once per item and its cache gathered onto the J and A rows.
+    the audio prefix run once per item and its cache gathered onto the J and A rows;
+    returns a `Decoded` (label, whether the gate fired, tokens, alphas) per item.
 """
 
 from __future__ import annotations
