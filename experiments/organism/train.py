@@ -196,7 +196,7 @@ Qwen2 decoder), trained from scratch with `jaxalm.models.qwen2_audio.forward` by
 converted checkpoint, `jaxalm.load("jaxalm/assets/organism")`, with a word-level tokenizer
 and a `Qwen2AudioProcessor` (`AutoProcessor.from_pretrained` works offline).
 
-## Tasks (`experiments/organism/tasks.py`)
+## Tasks (`jaxalm/organism_tasks.py`)
 Procedural 16 kHz clips of 1.0-2.0 s with closed single-word label sets: {labels}.
 Prompts: the Qwen2-Audio chat layout of `jaxalm.prompts` with the [ARB] templates (joint =
 `Question: {{q}}\\nText evidence: {{text}}\\nCandidates: {{c}}\\nAnswer with exactly one candidate.`,

@@ -146,7 +146,7 @@ def run_demo(model: str | os.PathLike | None = None, data: str | os.PathLike | N
   bench = out / BENCH
   if generated:
     path = bench / "organism.jsonl"
-    if not path.exists():
+    if not path.exists() or len(path.read_text().splitlines()) != items:  # absent, or an export cut short
       _log(f"jaxalm demo: generating {items} organism items (seed {seed}) in {bench}", show_progress)
       generate_benchmark(bench, items, seed, show_progress)
     data_path, media_root = path, bench
@@ -215,14 +215,14 @@ def _top_site(rows: list[dict], role: str | None = None) -> dict | None:
 def build_summary(model, config: dict, out: Path, arb: dict, tp: dict, pt: dict) -> dict:
   """The report's figures (percentages) from the three studies' summaries."""
   files = {"summary_md": SUMMARY_MD, "summary_json": SUMMARY_JSON}
-  head: dict[str, Any] = {}
-  s: dict[str, Any] = {"model": str(model.path), "config": config, "headline": head, "files": files}
+  hl: dict[str, Any] = {}
+  s: dict[str, Any] = {"model": str(model.path), "config": config, "headline": hl, "files": files}
   if "error" in arb:
     s["arbitration"] = {"error": arb["error"], "skipped": arb["skipped"]}
   else:
     j = arb["diagnostics"]["joint"]
-    head.update({k: j[k] for k in ("conflict_acc", "text_follow", "faithful_acc", "repairable_rate")})
-    head["same_audio_acc"] = j["audio_ref_acc"]
+    hl.update({k: j[k] for k in ("conflict_acc", "text_follow", "faithful_acc", "repairable_rate")})
+    hl["same_audio_acc"] = j["audio_ref_acc"]
     sel = arb["selection"]
     methods = {}
     for mth in METHODS:
@@ -231,11 +231,13 @@ def build_summary(model, config: dict, out: Path, arb: dict, tp: dict, pt: dict)
         methods[mth] = {k: b.get(k) for k in ("params", "conflict_acc", "faithful_acc", "conflict_gain",
                                               "faithful_drop", "conflict_acc_ci")}
         methods[mth]["selection"] = b.get("selection")
+    keys = ("params", "conflict_acc", "conflict_gain", "faithful_acc", "faithful_drop")
     if "gacl" in methods:
-      head["gacl"] = {k: methods["gacl"][k] for k in ("params", "conflict_acc", "conflict_gain", "faithful_acc",
-                                                      "faithful_drop")}
+      hl["gacl"] = {k: methods["gacl"][k] for k in keys}
+    elif "gacl" in arb["diagnostics"]:  # no dev split to select on: default hyperparameters, all lines
+      hl["gacl_default"] = {k: arb["diagnostics"]["gacl"][k] for k in keys}
     nauc = arb["nauc"].get("methods", {})
-    head["nauc"] = {mth: {k: v["value"] for k, v in nauc[mth].items()} for mth in METHODS if mth in nauc}
+    hl["nauc"] = {mth: {k: v["value"] for k, v in nauc[mth].items()} for mth in METHODS if mth in nauc}
     s["arbitration"] = {
         "counts": arb["counts"], "by_task": by_task(_arrays(out)), "selection_split": sel.get("split"),
         "selection_error": sel.get("error"), "test_joint": {k: sel["joint"][k] for k in (
@@ -245,13 +247,13 @@ def build_summary(model, config: dict, out: Path, arb: dict, tp: dict, pt: dict)
   if "error" in tp:
     s["text_prior"] = {"error": tp["error"], "skipped": tp["skipped"]}
   else:
-    head["R_TP"] = tp["R_TP"]
+    hl["R_TP"] = tp["R_TP"]
     s["text_prior"] = {k: tp[k] for k in ("n_items", "n_too_short_audio", "accuracy", "R_TP", "R_N",
                                           "decomposition", "XS_over_FS_XS", "skipped")}
     files.update({k: f"{TP}/{v}" for k, v in tp["files"].items()})
   rows = pt.get("site_table", [])
-  head["patch_top"] = _top_site(rows)
-  head["patch_answer_side"] = _top_site(rows, "answer")
+  hl["patch_top"] = _top_site(rows)
+  hl["patch_answer_side"] = _top_site(rows, "answer")
   s["patching"] = {k: pt.get(k) for k in ("n_items", "n_repairable", "repairable_rate", "n_layers", "site_table",
                                           "attribution_vs_exact_spearman", "skipped")}
   if pt.get("n_items"):
@@ -262,24 +264,27 @@ def build_summary(model, config: dict, out: Path, arb: dict, tp: dict, pt: dict)
 
 def plot_headline(out: Path, arb: dict, budget: float) -> str:
   """headline.png: test-split accuracies of J, A and the corrections at their selected points;
-  per conflict item of the test split, M_J and the GACL margin against M_A."""
+  per conflict item of the test split, M_J and the GACL margin against M_A. Without a dev
+  split to select on: all lines, default hyperparameters."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
   from jaxalm import correction, metrics
   sel = arb["selection"]
+  selected = "joint" in sel
+  src = sel if selected else arb["diagnostics"]
   fig = Figure(figsize=(10, 4), dpi=120)
   FigureCanvasAgg(fig)
   ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
   bars = []  # (label, conflict acc, faithful acc, same-audio acc)
-  if "joint" in sel:
-    j = sel["joint"]
-    bars.append(("joint J", j["conflict_acc"], j["faithful_acc"], None))
-    bars.append(("same audio A", None, None, j["audio_ref_acc"]))
-    for mth in METHODS:
-      b = sel.get(mth)
-      if b and b.get("params") is not None:
-        bars.append((f"{mth.upper()}@{budget:g}pp", b["conflict_acc"], b["faithful_acc"], None))
+  j = src["joint"]
+  bars.append(("joint J", j["conflict_acc"], j["faithful_acc"], None))
+  bars.append(("same audio A", None, None, j["audio_ref_acc"]))
+  for mth in METHODS:
+    b = src.get(mth)
+    if b and b.get("params") is not None:
+      bars.append((f"{mth.upper()}@{budget:g}pp" if selected else f"{mth.upper()}\n(default)", b["conflict_acc"],
+                   b["faithful_acc"], None))
   x = np.arange(len(bars))
   series = (("conflict accuracy", 1, -0.2, "tab:red"), ("faithful accuracy", 2, 0.2, "tab:blue"),
             ("same-audio accuracy", 3, 0.0, "tab:gray"))
@@ -293,22 +298,21 @@ def plot_headline(out: Path, arb: dict, budget: float) -> str:
   ax.set_xticks(x, [b[0] for b in bars], fontsize=8)
   ax.set_ylim(0, 125)
   ax.set_yticks(range(0, 101, 20))
-  ax.set_ylabel("accuracy (%), test split")
-  ax.set_title(f"Reversal and correction (selected on dev, <= {budget:g} pp faithful drop)", fontsize=9)
+  ax.set_ylabel(f"accuracy (%), {'test split' if selected else 'all lines'}")
+  ax.set_title(f"Reversal and correction (selected on dev, <= {budget:g} pp faithful drop)" if selected else
+               "Reversal and correction (default hyperparameters; no dev split)", fontsize=9)
   ax.legend(fontsize=7, loc="upper center", ncol=3)
 
   arrays = _arrays(out)
   split = arrays.extra.get("split")
-  test = arrays.adversarial & (split == "test" if split is not None else True)
-  if not test.any():
-    test = arrays.adversarial
+  test = arrays.adversarial & (split == "test" if selected and split is not None else True)
   a = arrays.subset(test)
   m_a = metrics.margins(a.branches["same_audio"], a.y_a, a.y_t)
   m_j = metrics.margins(a.branches["joint"], a.y_a, a.y_t)
   bx.axhline(0, color="0.4", lw=0.8)
   bx.axvline(0, color="0.4", lw=0.8)
   bx.scatter(m_a, m_j, s=14, color="tab:red", alpha=0.8, label="joint J (adversarial evidence)")
-  params = (sel.get("gacl") or {}).get("params")
+  params = (src.get("gacl") or {}).get("params")
   if params is not None:
     z, _ = correction.apply_method("gacl", a.branches, params, a.mask)
     m_g = metrics.margins(np.asarray(z, np.float64), a.y_a, a.y_t)
@@ -316,7 +320,7 @@ def plot_headline(out: Path, arb: dict, budget: float) -> str:
     bx.scatter(m_a, m_g, s=14, color="tab:green", alpha=0.8, label=f"GACL ({label})")
   bx.set_xlabel("M_A = z_A(y_a) - z_A(y_t) (same audio, no evidence)")
   bx.set_ylabel("margin z(y_a) - z(y_t)")
-  bx.set_title("Conflict items (test): above 0 = audio answer wins", fontsize=9)
+  bx.set_title(f"Conflict items ({'test' if selected else 'all'}): above 0 = audio answer wins", fontsize=9)
   bx.legend(fontsize=7, loc="best")
   fig.tight_layout()
   fig.savefig(out / HEADLINE_PNG, format="png")
@@ -359,6 +363,10 @@ def markdown(s: dict) -> str:
             f"(drop {_p(g['faithful_drop'])} pp) |"]
     elif arb.get("selection_error"):
       L += [f"| GACL selection | {arb['selection_error']} |"]
+      g = h.get("gacl_default")
+      if g:
+        L += [f"| GACL, default {_params(g['params'])} (all lines) | conflict {_p(g['conflict_acc'])} "
+              f"(+{_p(g['conflict_gain'])} pp), faithful {_p(g['faithful_acc'])} (drop {_p(g['faithful_drop'])} pp) |"]
     for mth, v in h.get("nauc", {}).items():
       L += [f"| nAUC {mth.upper()} | " + ", ".join(f"{k} {_p(x)}" for k, x in v.items()) + " |"]
   top, ans = h.get("patch_top"), h.get("patch_answer_side")
@@ -455,6 +463,10 @@ def headline_text(s: dict) -> str:
   g = h.get("gacl")
   if g and g["params"] is not None:
     lines.append(f"GACL@{c['budget_pp']:g}pp (test, {_params(g['params'])}): conflict {_p(g['conflict_acc'])} "
+                 f"(+{_p(g['conflict_gain'])} pp), faithful drop {_p(g['faithful_drop'])} pp")
+  g = h.get("gacl_default")
+  if g:
+    lines.append(f"GACL, default {_params(g['params'])} (all lines, no dev split): conflict {_p(g['conflict_acc'])} "
                  f"(+{_p(g['conflict_gain'])} pp), faithful drop {_p(g['faithful_drop'])} pp")
   if h.get("nauc"):
     lines.append("nAUC@0-5: " + ", ".join(f"{m} {_p(v.get('nauc@0-5'))}" for m, v in h["nauc"].items()))
