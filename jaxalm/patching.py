@@ -34,6 +34,7 @@ ROLES = ("pad", "header", "audio", "instruction", "evidence", "answer", "label")
 PATCH_ROLES = ("audio", "instruction", "answer")
 SITES = LAYER_SITES["lm"]
 ROLE_ID = {r: i for i, r in enumerate(ROLES)}
+NO_EFFECT = 1e-4  # margin change below float32 noise: the patch did nothing
 
 
 @dataclasses.dataclass
@@ -294,8 +295,9 @@ def effects(m_joint: np.ndarray, m_audio: np.ndarray, prefers_ya: np.ndarray, m_
   Returns:
     dict with arrays indexed [site, layer, role]: `rescue` (share of repairable items whose
     patched J prefers y_a; NaN without repairable items), `rho` (Spearman across items of
-    the patch displacement M_J(patched) - M_J against the branch displacement M_A - M_J),
-    plus `rho_overall` [site, role] (pooled over items and layers), `displacement`
+    the patch displacement M_J(patched) - M_J against the branch displacement M_A - M_J;
+    NaN where the patch moves no margin), plus `rho_overall` [site, role] (pooled over
+    items and the layers where the patch has an effect), `displacement`
     [site, layer, role, I], `final_displacement` [I], `repairable` [I] bool.
   """
   from jaxalm import metrics
@@ -311,13 +313,24 @@ def effects(m_joint: np.ndarray, m_audio: np.ndarray, prefers_ya: np.ndarray, m_
       rescue[si, layer, j] = prefers[k][rep].mean()
     disp[si, layer, j] = m_patched[k] - m_joint
   final = m_audio - m_joint
+
+  def rho_of(d, f):  # a patch that moves nothing has no direction: undefined, not noise
+    keep = np.abs(d).max(axis=-1) > NO_EFFECT if d.ndim > 1 else None
+    if keep is not None:
+      d, f = d[keep], np.tile(f, (len(keep), 1))[keep]
+      if not len(d):
+        return np.nan
+    elif np.abs(d).max() <= NO_EFFECT:
+      return np.nan
+    return metrics.spearman(d.ravel(), f.ravel())
+
   rho = np.full((n_s, n_layers, n_r), np.nan)
   rho_all = np.full((n_s, n_r), np.nan)
   for si in range(n_s):
     for j in range(n_r):
       for layer in range(n_layers):
-        rho[si, layer, j] = metrics.spearman(disp[si, layer, j], final)
-      rho_all[si, j] = metrics.spearman(disp[si, :, j].ravel(), np.tile(final, n_layers))
+        rho[si, layer, j] = rho_of(disp[si, layer, j], final)
+      rho_all[si, j] = rho_of(disp[si, :, j], final)
   return {"rescue": rescue, "rho": rho, "rho_overall": rho_all, "displacement": disp, "final_displacement": final,
           "repairable": rep, "sites": list(sites), "roles": list(roles)}
 

@@ -143,12 +143,15 @@ def plot(results: dict, records: list[dict], out: Path) -> None:
     return
   sites, roles, n_layers = results["sites"], results["roles"], results["n_layers"]
   rescue = np.array(results["rescue"], dtype=float)
-  fig, axes = plt.subplots(1, len(roles), figsize=(4 * len(roles), 0.6 * len(sites) + 2), squeeze=False)
+  fig, axes = plt.subplots(1, len(roles), figsize=(3.2 * len(roles) + 2, 0.6 * len(sites) + 2), squeeze=False,
+                           sharey=True, layout="constrained")
   for j, role in enumerate(roles):
     ax = axes[0, j]
     im = ax.imshow(rescue[:, :, j], vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_title(f"rescue rate: {role}")
-    ax.set_yticks(range(len(sites)), sites)
+    if j == 0:
+      ax.set_yticks(range(len(sites)), sites)
+    ax.set_xticks(range(n_layers))
     ax.set_xlabel("layer")
   fig.colorbar(im, ax=axes.ravel().tolist())
   fig.savefig(out / "rescue_heatmap.png", dpi=100)
@@ -158,7 +161,8 @@ def plot(results: dict, records: list[dict], out: Path) -> None:
   for si, site in enumerate(sites):
     ax.plot(np.arange(n_layers), rho[si, :, roles.index("answer") if "answer" in roles else 0], marker="o", label=site)
   ax.set_xlabel("layer")
-  ax.set_ylabel("Spearman rho (answer-side patch vs branch)")
+  ax.set_ylabel("Spearman rho")
+  ax.set_title("answer-side patch vs branch displacement", fontsize=9)
   ax.set_ylim(-1.05, 1.05)
   ax.legend(fontsize=7)
   fig.tight_layout()
