@@ -148,8 +148,7 @@ def test_errors(tmp_path, capsys):
 
 def test_subprocess(tmp_path):
   exe = Path(sys.executable).parent / "jaxalm"
-  if not exe.exists():
-    pytest.skip(f"console script not installed at {exe}")
+  assert exe.exists(), f"console script not installed at {exe}"
   path = scorefile.write_scorefile(tmp_path / "toy.jsonl", _toy_items())
   out = subprocess.run([str(exe), "metrics", str(path), "--method", "aad", "--alpha", "0.5", "--json"],
                        capture_output=True, text=True, timeout=120)

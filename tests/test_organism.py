@@ -28,8 +28,8 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def organism():
-  if not (ORGANISM / "jaxalm.json").is_file():
-    pytest.skip("organism checkpoint not built (python -m experiments.organism.train --out jaxalm/assets/organism)")
+  assert (ORGANISM / "jaxalm.json").is_file(), (
+      f"the shipped organism is missing from {ORGANISM} (python -m experiments.organism.train --out {ORGANISM})")
   return jaxalm.load(ORGANISM)
 
 
