@@ -195,8 +195,11 @@ def make_config(name: str = "gqa", tokenizer=None):
 # ----------------------------------------------------------------------------- weights
 
 
-def _init_weights(model, seed: int) -> None:
-  """Re-draw every parameter: non-trivial values, activations kept O(1)."""
+def _init_weights(model, seed: int, *, linear_max_std: float = 0.1) -> None:
+  """Re-draw every parameter: non-trivial values, activations kept O(1).
+
+  Shared by the tiny Qwen2-Audio and Qwen3-VL builders; `linear_max_std` caps the
+  1/sqrt(fan_in) scale of linear weights."""
   import torch
   from torch import nn
 
@@ -213,16 +216,16 @@ def _init_weights(model, seed: int) -> None:
         continue
       kind = type(mod).__name__
       if isinstance(mod, nn.Linear):
-        std = 0.2 if mname == "lm_head" else float(np.clip(mod.in_features ** -0.5, 0.02, 0.1))
+        std = 0.2 if mname == "lm_head" else float(np.clip(mod.in_features ** -0.5, 0.02, linear_max_std))
         draw(mod.weight, 0.0, std)
         if mod.bias is not None:
           draw(mod.bias, 0.0, 0.05)
-      elif isinstance(mod, nn.Conv1d):
-        fan_in = mod.in_channels * mod.kernel_size[0]
+      elif isinstance(mod, (nn.Conv1d, nn.Conv3d)):
+        fan_in = mod.weight[0].numel()
         draw(mod.weight, 0.0, float(np.clip(fan_in ** -0.5, 0.02, 0.1)))
         draw(mod.bias, 0.0, 0.05)
       elif isinstance(mod, nn.Embedding):
-        std = 0.2 if mname.endswith("embed_positions") else 0.5
+        std = 0.2 if mname.endswith(("embed_positions", "pos_embed")) else 0.5
         draw(mod.weight, 0.0, std)
       elif isinstance(mod, nn.LayerNorm) or kind.endswith("RMSNorm"):
         draw(mod.weight, 1.0, 0.1)

@@ -210,42 +210,9 @@ def make_config(name: str = "gqa", tokenizer=None):
 
 
 def _init_weights(model, seed: int) -> None:
-  """Re-draw every parameter: non-trivial values, activations kept O(1)."""
-  import torch
-  from torch import nn
-
-  g = torch.Generator().manual_seed(seed)
-  done = set()
-
-  def draw(p, mean, std):
-    p.copy_(mean + std * torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype))
-
-  with torch.no_grad():
-    for mname, mod in sorted(model.named_modules()):
-      own = dict(mod.named_parameters(recurse=False))
-      if not own:
-        continue
-      kind = type(mod).__name__
-      if isinstance(mod, nn.Linear):
-        std = 0.2 if mname == "lm_head" else float(np.clip(mod.in_features ** -0.5, 0.02, 0.15))
-        draw(mod.weight, 0.0, std)
-        if mod.bias is not None:
-          draw(mod.bias, 0.0, 0.05)
-      elif isinstance(mod, nn.Conv3d):
-        fan_in = mod.weight[0].numel()
-        draw(mod.weight, 0.0, float(np.clip(fan_in ** -0.5, 0.02, 0.1)))
-        draw(mod.bias, 0.0, 0.05)
-      elif isinstance(mod, nn.Embedding):
-        draw(mod.weight, 0.0, 0.2 if mname.endswith("pos_embed") else 0.5)
-      elif isinstance(mod, nn.LayerNorm) or kind.endswith("RMSNorm"):
-        draw(mod.weight, 1.0, 0.1)
-        if getattr(mod, "bias", None) is not None:
-          draw(mod.bias, 0.0, 0.05)
-      else:
-        raise TypeError(f"no init rule for {mname} ({kind})")
-      done.update(f"{mname}.{k}" if mname else k for k in own)
-  missing = {n for n, _ in model.named_parameters()} - done
-  assert not missing, missing
+  """Re-draw every parameter (the Qwen2-Audio builder's rules, linear scale capped at 0.15)."""
+  from tiny_hf import _init_weights as init
+  init(model, seed, linear_max_std=0.15)
 
 
 def build_model(name: str = "gqa", *, seed: int = 0, tokenizer=None):
